@@ -1,0 +1,128 @@
+//! Argument parsing (clap derive), logging setup, exit codes, and dispatch to commands.
+
+mod schema;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Exit codes. Documented in README.md; never change their meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success (a valid fleet; no changes).
+    Success = 0,
+    /// 1: the fleet is invalid, or an operation failed.
+    Failure = 1,
+    /// 2: usage error, or input that cannot be read (missing directory, I/O error).
+    Usage = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// drover: a GitOps reconciler for self-hosted CI runner fleets on Kubernetes and Slurm.
+///
+/// A fleet repo (git) declares sites, node pools, runner sets and secret references.
+/// drover validates it, plans changes against each site, applies them, autoscales
+/// runners from GitHub Actions demand and reports drift.
+#[derive(Debug, Parser)]
+#[command(name = "drover", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DROVER_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// For machines.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a fleet repo: YAML, schemas, references, inline secrets. Prints every problem
+    /// as `file:line:col: error[CODE]: message`. Exit 0 valid, 1 invalid, 2 unreadable.
+    Validate(validate::ValidateArgs),
+    /// Print the JSON Schema of a fleet kind (or all), or write them to a directory.
+    Schema(schema::SchemaArgs),
+    /// Show what would change on each site (not yet available in this release).
+    Plan(PendingArgs),
+    /// Apply the plan to each site (not yet available in this release).
+    Apply(PendingArgs),
+    /// Report drift between the fleet repo and the sites (not yet available in this release).
+    Drift(PendingArgs),
+    /// Run the reconciler as a service (not yet available in this release).
+    Serve(PendingArgs),
+}
+
+/// Arguments of commands that later releases fill in.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    /// Fleet repo directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// Sets up tracing to stderr.
+pub fn init_logging(global: &GlobalArgs) {
+    let level = match global.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match global.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Schema(args) => schema::run(&args),
+        Command::Plan(_) | Command::Apply(_) | Command::Drift(_) | Command::Serve(_) => {
+            eprintln!("error: this command is not available in this release yet; see README.md (Roadmap)");
+            Ok(Exit::Usage)
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! drover: a GitOps reconciler for self-hosted CI runner fleets.
+//!
+//! Data flows one way: a fleet repo is loaded and validated ([`fleet`]), each site is
+//! observed ([`sites`]), a pure plan is computed, and site drivers apply it.
+
+pub mod fleet;
+pub mod sites;
