@@ -190,6 +190,30 @@ fn describe(schema: &Value, instance: &Value, error: &ValidationError) -> Vec<Sc
                 format!("expected {}, found {found}{}", expected(kind), at(&pointer)),
             )]
         }
+        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::OneOfMultipleValid { .. }
+            if !enum_values(schema, &pointer).is_empty() =>
+        {
+            let found = instance.pointer(&pointer).unwrap_or(&Value::Null);
+            vec![issue(
+                Code::InvalidValue,
+                format!(
+                    "{found} is not one of {}{}",
+                    quote_list(&enum_values(schema, &pointer)),
+                    at(&pointer)
+                ),
+            )]
+        }
+        ValidationErrorKind::Enum { options } => {
+            let allowed: Vec<String> = options
+                .as_array()
+                .map(|o| o.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let found = instance.pointer(&pointer).unwrap_or(&Value::Null);
+            vec![issue(
+                Code::InvalidValue,
+                format!("{found} is not one of {}{}", quote_list(&allowed), at(&pointer)),
+            )]
+        }
         ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::OneOfMultipleValid { .. } => {
             let fields = one_of_fields(schema, &pointer);
             let mut i = issue(
@@ -347,6 +371,21 @@ fn property_names(root: &Value, pointer: &str) -> Vec<String> {
         .and_then(|s| s.get("properties"))
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The allowed values of an enum written as `oneOf` of `const`s (what schemars emits for
+/// documented unit variants).
+fn enum_values(root: &Value, pointer: &str) -> Vec<String> {
+    subschema_at(root, pointer)
+        .and_then(|s| s.get("oneOf"))
+        .and_then(Value::as_array)
+        .map(|branches| {
+            branches
+                .iter()
+                .filter_map(|b| b.get("const")?.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -1,0 +1,198 @@
+//! Slurm site driver: submit, list and cancel runner jobs, observe partitions and nodes.
+//!
+//! Two drivers sit behind one [`SlurmDriver`] trait: [`rest::RestDriver`] talks to
+//! slurmrestd (JWT auth, versioned OpenAPI paths, v0.0.38 and v0.0.40 shapes) and
+//! [`cli::CliDriver`] runs `sbatch`/`squeue`/`scancel`/`scontrol`/`sinfo` (munge auth).
+//! Both return the plain data types of [`types`]. Developer notes: `docs/slurm.md`.
+
+pub mod cli;
+pub mod rest;
+pub mod types;
+mod wire;
+
+pub use wire::ApiVersion;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+pub use types::{Job, JobSpec, JobState, Node, Partition};
+
+/// A boxed future, so that [`SlurmDriver`] can be used as `dyn SlurmDriver`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Result of every Slurm driver call.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What drover needs from a Slurm cluster, whatever the transport.
+pub trait SlurmDriver: Send + Sync {
+    /// Submits a batch job and returns its job id.
+    fn submit<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<u64>>;
+    /// Lists the jobs slurmctld currently knows (including recently finished ones).
+    fn jobs(&self) -> BoxFuture<'_, Result<Vec<Job>>>;
+    /// Cancels a job.
+    fn cancel(&self, id: u64) -> BoxFuture<'_, Result<()>>;
+    /// Lists partitions with their state, nodes and GRES.
+    fn partitions(&self) -> BoxFuture<'_, Result<Vec<Partition>>>;
+    /// Lists nodes with their state, reason, GRES and partitions.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>>>;
+}
+
+/// A secret string (a JWT) whose `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One entry of the error list Slurm returns in a response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Slurm's numeric error code (`error_number`, `error_code` or `errno`), if any.
+    pub code: Option<i64>,
+    /// Short and long descriptions joined, e.g. "Invalid partition name specified".
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{} (error {code})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Why a Slurm driver call failed. Messages never contain the token.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The site could not be reached (connection refused, DNS, timeout).
+    #[error("Slurm site {url} is unreachable: {reason}")]
+    Unreachable {
+        /// The URL that was tried.
+        url: String,
+        /// What went wrong, from the transport.
+        reason: String,
+    },
+    /// The site refused the credentials.
+    #[error(
+        "Slurm site {url} refused the credentials on {endpoint}: the token is wrong or expired ({detail})"
+    )]
+    Auth {
+        /// Base URL of the site.
+        url: String,
+        /// Path of the request that was refused.
+        endpoint: String,
+        /// What the server said (never the token).
+        detail: String,
+    },
+    /// Slurm answered with an error list.
+    #[error("Slurm at {url} refused {endpoint}: {}", join(errors))]
+    Api {
+        /// Base URL of the site, or `cli` for the CLI driver.
+        url: String,
+        /// Path or command that failed.
+        endpoint: String,
+        /// The errors Slurm reported.
+        errors: Vec<ApiError>,
+    },
+    /// The answer did not have the expected shape.
+    #[error("unexpected answer from Slurm at {url} on {endpoint}: {detail}")]
+    Protocol {
+        /// Base URL of the site, or `cli` for the CLI driver.
+        url: String,
+        /// Path or command.
+        endpoint: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// A Slurm command failed or could not be run.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line (program and arguments, never environment values).
+        command: String,
+        /// Exit status, or why it did not run (timeout, not found).
+        status: String,
+        /// Trimmed standard error.
+        stderr: String,
+    },
+}
+
+impl Error {
+    /// A stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Unreachable { .. } => "unreachable",
+            Error::Auth { .. } => "auth",
+            Error::Api { .. } => "api",
+            Error::Protocol { .. } => "protocol",
+            Error::Command { .. } => "command",
+        }
+    }
+}
+
+fn join(errors: &[ApiError]) -> String {
+    if errors.is_empty() {
+        return "no error details".to_owned();
+    }
+    let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_redacted() {
+        let s = Secret::new("eyJhbGciOi.secret");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(format!("{s}"), "<redacted>");
+        assert_eq!(s.expose(), "eyJhbGciOi.secret");
+    }
+
+    #[test]
+    fn api_error_lists_every_error() {
+        let e = Error::Api {
+            url: "http://x".into(),
+            endpoint: "/slurm/v0.0.38/job/submit".into(),
+            errors: vec![
+                ApiError {
+                    code: Some(2000),
+                    message: "Invalid partition name specified".into(),
+                },
+                ApiError {
+                    code: None,
+                    message: "other".into(),
+                },
+            ],
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("Invalid partition name specified (error 2000); other"),
+            "{text}"
+        );
+        assert_eq!(e.label(), "api");
+    }
+}
