@@ -5,3 +5,4 @@
 
 pub mod fleet;
 pub mod sites;
+pub mod tls;

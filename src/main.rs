@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    drover::tls::install_crypto_provider();
     let args = cli::Cli::parse();
     cli::init_logging(&args.global);
     match cli::run(args) {

@@ -130,13 +130,32 @@ fn every_invalid_fleet_reports_exactly_its_errors() {
 
 #[test]
 fn inline_secret_values_never_appear_in_diagnostics() {
-    for case in cases().iter().filter(|c| c.to_string_lossy().contains("inline-")) {
+    for case in cases()
+        .iter()
+        .filter(|c| c.to_string_lossy().contains("inline-"))
+    {
         let (_tmp, root) = materialise(case);
         let validation = fleet::validate_dir(&root, &LoadOptions::default()).unwrap();
-        let rendered: String = validation.diagnostics.iter().map(|d| format!("{d}\n")).collect();
+        let rendered: String = validation
+            .diagnostics
+            .iter()
+            .map(|d| format!("{d}\n"))
+            .collect();
         let json = serde_json::to_string(&validation.diagnostics).unwrap();
-        for secret in ["ghp_A1b2", "github_pat_11", "ghs_A1b2", "MIIEowIBAAKCAQEA", "AKIAIOSFODNN7", "eyJhbGci", "q8Zr4Tt7Vb1"] {
-            assert!(!rendered.contains(secret) && !json.contains(secret), "{}: {rendered}", case.display());
+        for secret in [
+            "ghp_A1b2",
+            "github_pat_11",
+            "ghs_A1b2",
+            "MIIEowIBAAKCAQEA",
+            "AKIAIOSFODNN7",
+            "eyJhbGci",
+            "q8Zr4Tt7Vb1",
+        ] {
+            assert!(
+                !rendered.contains(secret) && !json.contains(secret),
+                "{}: {rendered}",
+                case.display()
+            );
         }
         assert!(rendered.contains("E401"), "{}: {rendered}", case.display());
     }
@@ -146,12 +165,22 @@ fn inline_secret_values_never_appear_in_diagnostics() {
 fn example_fleet_is_valid_without_warnings() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fleet");
     let validation = fleet::validate_dir(&root, &LoadOptions::default()).unwrap();
-    let text: String = validation.diagnostics.iter().map(|d| format!("{d}\n")).collect();
+    let text: String = validation
+        .diagnostics
+        .iter()
+        .map(|d| format!("{d}\n"))
+        .collect();
     assert!(validation.diagnostics.is_empty(), "{text}");
     let repo = &validation.repo;
     assert_eq!(repo.sites.len(), 4);
     assert!(repo.sites.values().any(|s| s.value.spec.slurm.is_some()));
-    assert!(repo.pools.values().any(|p| p.value.spec.gpu.as_ref().is_some_and(|g| g.vendor == fleet::model::GpuVendor::Amd)));
+    assert!(repo.pools.values().any(|p| {
+        p.value
+            .spec
+            .gpu
+            .as_ref()
+            .is_some_and(|g| g.vendor == fleet::model::GpuVendor::Amd)
+    }));
     assert!(repo.runner_sets.len() >= 6);
 }
 
@@ -160,8 +189,12 @@ fn committed_schemas_match_the_model() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
     for kind in Kind::ALL {
         let path = dir.join(format!("{}.json", schema::file_stem(kind)));
-        let committed = fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("{} is missing; run `drover schema --write schema`", path.display()));
+        let committed = fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing; run `drover schema --write schema`",
+                path.display()
+            )
+        });
         assert!(
             committed == schema::schema_text(kind),
             "{} is out of date with the model; run `cargo run -- schema --write schema`",
@@ -182,7 +215,11 @@ fn schemas_accept_examples_and_reject_broken_twins() {
         let json = doc.node.to_json();
         let kind = Kind::parse(json["kind"].as_str().unwrap()).unwrap();
         seen.insert(kind);
-        assert!(validators.validate(kind, &json).is_empty(), "{}", doc.file.display());
+        assert!(
+            validators.validate(kind, &json).is_empty(),
+            "{}",
+            doc.file.display()
+        );
         let mut unknown = json.clone();
         unknown["spec"]["bogusField"] = serde_json::json!(1);
         assert!(!validators.validate(kind, &unknown).is_empty());
@@ -190,25 +227,40 @@ fn schemas_accept_examples_and_reject_broken_twins() {
         wrong["spec"] = serde_json::json!("not a mapping");
         assert!(!validators.validate(kind, &wrong).is_empty());
     }
-    assert_eq!(seen.len(), Kind::ALL.len(), "the example fleet shows every kind");
+    assert_eq!(
+        seen.len(),
+        Kind::ALL.len(),
+        "the example fleet shows every kind"
+    );
 }
 
 fn drover(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_drover")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn cli_validate_exit_codes_and_formats() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/fleet");
     let ok = drover(&["validate", example]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
 
     let case = corpus_dir().join("dangling-pool");
     let (_tmp, root) = materialise(&case);
     let bad = drover(&["validate", root.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(1));
     let text = String::from_utf8(bad.stdout).unwrap();
-    assert!(text.contains("case.yaml:8:3: error[E302]: NodePool `gpu-pool` does not exist"), "{text}");
+    assert!(
+        text.contains("case.yaml:8:3: error[E302]: NodePool `gpu-pool` does not exist"),
+        "{text}"
+    );
 
     let json = drover(&["validate", "--format", "json", root.to_str().unwrap()]);
     assert_eq!(json.status.code(), Some(1));

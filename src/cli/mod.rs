@@ -32,7 +32,12 @@ impl From<Exit> for ExitCode {
 /// drover validates it, plans changes against each site, applies them, autoscales
 /// runners from GitHub Actions demand and reports drift.
 #[derive(Debug, Parser)]
-#[command(name = "drover", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "drover",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Options shared by every command.
     #[command(flatten)]
@@ -121,7 +126,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate(args) => validate::run(&args),
         Command::Schema(args) => schema::run(&args),
         Command::Plan(_) | Command::Apply(_) | Command::Drift(_) | Command::Serve(_) => {
-            eprintln!("error: this command is not available in this release yet; see README.md (Roadmap)");
+            eprintln!(
+                "error: this command is not available in this release yet; see README.md (Roadmap)"
+            );
             Ok(Exit::Usage)
         }
     }

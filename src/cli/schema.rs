@@ -25,15 +25,21 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<Exit> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for kind in Kind::ALL {
             let path = dir.join(format!("{}.json", schema::file_stem(kind)));
-            std::fs::write(&path, schema::schema_text(kind)).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, schema::schema_text(kind))
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         return Ok(Exit::Success);
     }
     match &args.kind {
-        Some(name) => match Kind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(name)) {
+        Some(name) => match Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(name))
+        {
             Some(kind) => print!("{}", schema::schema_text(kind)),
             None => {
-                eprintln!("error: unknown kind `{name}`; known kinds: Fleet, Site, NodePool, RunnerSet, SecretRef");
+                eprintln!(
+                    "error: unknown kind `{name}`; known kinds: Fleet, Site, NodePool, RunnerSet, SecretRef"
+                );
                 return Ok(Exit::Usage);
             }
         },

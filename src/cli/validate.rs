@@ -51,7 +51,11 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
 fn print_text(out: &mut impl Write, args: &ValidateArgs, v: &Validation) -> std::io::Result<()> {
     for d in &v.diagnostics {
         let mut shown = d.clone();
-        shown.file = if d.file.as_os_str() == "." { args.dir.clone() } else { args.dir.join(&d.file) };
+        shown.file = if d.file.as_os_str() == "." {
+            args.dir.clone()
+        } else {
+            args.dir.join(&d.file)
+        };
         writeln!(out, "{shown}")?;
     }
     let repo = &v.repo;
@@ -65,7 +69,12 @@ fn print_text(out: &mut impl Write, args: &ValidateArgs, v: &Validation) -> std:
         repo.secrets.len()
     );
     if v.is_valid() {
-        writeln!(out, "{} is valid: {summary}; {} warning(s)", args.dir.display(), v.warning_count())
+        writeln!(
+            out,
+            "{} is valid: {summary}; {} warning(s)",
+            args.dir.display(),
+            v.warning_count()
+        )
     } else {
         writeln!(
             out,

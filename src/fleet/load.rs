@@ -110,9 +110,9 @@ pub fn load_text(text: &str, relative: &Path, options: &LoadOptions, into: &mut 
             d.hint = match err.kind {
                 YamlErrorKind::Syntax => None,
                 YamlErrorKind::DuplicateKey => Some("remove one of the two entries".into()),
-                YamlErrorKind::Budget => Some(
-                    "fleet files must not expand aliases without bound or nest deeply".into(),
-                ),
+                YamlErrorKind::Budget => {
+                    Some("fleet files must not expand aliases without bound or nest deeply".into())
+                }
             };
             into.diagnostics.push(d);
         }
@@ -123,14 +123,21 @@ fn load_file(absolute: &Path, relative: &Path, options: &LoadOptions, loaded: &m
     match read_bounded(absolute, options.max_file_bytes) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => load_text(&text, relative, options, loaded),
-            Err(err) => loaded.diagnostics.push(not_utf8(relative, err.as_bytes(), err.utf8_error())),
+            Err(err) => {
+                loaded
+                    .diagnostics
+                    .push(not_utf8(relative, err.as_bytes(), err.utf8_error()))
+            }
         },
         Err(ReadError::TooLarge(size)) => loaded.diagnostics.push(
             Diagnostic::new(
                 Code::FileTooLarge,
                 relative,
                 Pos::default(),
-                format!("file is {size} bytes, more than the limit of {}", options.max_file_bytes),
+                format!(
+                    "file is {size} bytes, more than the limit of {}",
+                    options.max_file_bytes
+                ),
             )
             .with_hint("split the file, or raise the limit with --max-file-size"),
         ),
@@ -146,12 +153,16 @@ fn load_file(absolute: &Path, relative: &Path, options: &LoadOptions, loaded: &m
 fn not_utf8(relative: &Path, bytes: &[u8], err: std::str::Utf8Error) -> Diagnostic {
     let valid = &bytes[..err.valid_up_to()];
     let line = valid.iter().filter(|b| **b == b'\n').count() as u32 + 1;
-    let column = (valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)) as u32 + 1;
+    let column =
+        (valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)) as u32 + 1;
     Diagnostic::new(
         Code::NotUtf8,
         relative,
         Pos { line, column },
-        format!("file is not valid UTF-8 (invalid byte 0x{:02x})", bytes[err.valid_up_to()]),
+        format!(
+            "file is not valid UTF-8 (invalid byte 0x{:02x})",
+            bytes[err.valid_up_to()]
+        ),
     )
     .with_hint("fleet files must be UTF-8 text")
 }
@@ -169,7 +180,9 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::TooLarge(size));
     }
     let mut bytes = Vec::with_capacity(size as usize);
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
     if bytes.len() as u64 > limit {
         return Err(ReadError::TooLarge(bytes.len() as u64));
     }
@@ -214,7 +227,10 @@ impl Walk {
             path.to_path_buf()
         };
         if target.is_dir() {
-            if self.visited.insert(target.canonicalize().unwrap_or_else(|_| target.clone())) {
+            if self
+                .visited
+                .insert(target.canonicalize().unwrap_or_else(|_| target.clone()))
+            {
                 self.dir(&target, relative);
             }
         } else if is_yaml(relative) {
@@ -233,7 +249,10 @@ impl Walk {
                             Code::SymlinkEscape,
                             relative,
                             Pos::default(),
-                            format!("symlink points outside the fleet repo, to {}", target.display()),
+                            format!(
+                                "symlink points outside the fleet repo, to {}",
+                                target.display()
+                            ),
                         )
                         .with_hint("the fleet repo must be self-contained; copy the file in"),
                     );
@@ -260,5 +279,8 @@ impl Walk {
 }
 
 fn is_yaml(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }

@@ -61,8 +61,13 @@ pub fn validate_loaded(loaded: load::Loaded) -> Validation {
     let documents = loaded.docs.len();
     if loaded.files == 0 && diagnostics.is_empty() {
         diagnostics.push(
-            Diagnostic::new(Code::EmptyFleet, ".", yaml::Pos::default(), "no *.yaml or *.yml files found")
-                .with_hint("is this the fleet repo's root directory?"),
+            Diagnostic::new(
+                Code::EmptyFleet,
+                ".",
+                yaml::Pos::default(),
+                "no *.yaml or *.yml files found",
+            )
+            .with_hint("is this the fleet repo's root directory?"),
         );
     }
     let validators = schema::Validators::new();

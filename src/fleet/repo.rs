@@ -82,7 +82,11 @@ impl FleetRepo {
 }
 
 /// Checks each document and adds the valid ones to a [`FleetRepo`].
-pub fn build(docs: Vec<SourceDoc>, validators: &Validators, diagnostics: &mut Vec<Diagnostic>) -> FleetRepo {
+pub fn build(
+    docs: Vec<SourceDoc>,
+    validators: &Validators,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> FleetRepo {
     let mut repo = FleetRepo::default();
     for doc in docs {
         check_secrets(&doc, diagnostics);
@@ -101,7 +105,12 @@ pub fn build(docs: Vec<SourceDoc>, validators: &Validators, diagnostics: &mut Ve
         if !issues.is_empty() {
             repo.incomplete = true;
             for issue in issues {
-                let mut d = Diagnostic::new(issue.code, &doc.file, doc.node.locate(&issue.pointer), issue.message);
+                let mut d = Diagnostic::new(
+                    issue.code,
+                    &doc.file,
+                    doc.node.locate(&issue.pointer),
+                    issue.message,
+                );
                 d.hint = issue.hint;
                 diagnostics.push(d);
             }
@@ -114,11 +123,17 @@ pub fn build(docs: Vec<SourceDoc>, validators: &Validators, diagnostics: &mut Ve
 
 /// Checks that a document is a mapping with a supported `apiVersion` and a known `kind`.
 fn check_header(doc: &SourceDoc, diagnostics: &mut Vec<Diagnostic>) -> Option<Kind> {
-    let here = |code, pointer: &str, message: String| Diagnostic::new(code, &doc.file, doc.node.locate(pointer), message);
+    let here = |code, pointer: &str, message: String| {
+        Diagnostic::new(code, &doc.file, doc.node.locate(pointer), message)
+    };
     if !matches!(doc.node.value, NodeValue::Map(_)) {
         diagnostics.push(
-            here(Code::NotAMapping, "", "a fleet document must be a mapping".into())
-                .with_hint("each document needs apiVersion, kind, metadata and spec"),
+            here(
+                Code::NotAMapping,
+                "",
+                "a fleet document must be a mapping".into(),
+            )
+            .with_hint("each document needs apiVersion, kind, metadata and spec"),
         );
         return None;
     }
@@ -126,8 +141,12 @@ fn check_header(doc: &SourceDoc, diagnostics: &mut Vec<Diagnostic>) -> Option<Ki
         Some(API_VERSION) => {}
         Some(other) => {
             diagnostics.push(
-                here(Code::ApiVersion, "/apiVersion", format!("unsupported apiVersion `{other}`"))
-                    .with_hint(format!("this drover reads `{API_VERSION}`")),
+                here(
+                    Code::ApiVersion,
+                    "/apiVersion",
+                    format!("unsupported apiVersion `{other}`"),
+                )
+                .with_hint(format!("this drover reads `{API_VERSION}`")),
             );
             return None;
         }
@@ -139,7 +158,13 @@ fn check_header(doc: &SourceDoc, diagnostics: &mut Vec<Diagnostic>) -> Option<Ki
             return None;
         }
     }
-    let kinds = || Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+    let kinds = || {
+        Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match doc.node.str_at("/kind") {
         Some(name) => match Kind::parse(name) {
             Some(kind) => Some(kind),
@@ -164,23 +189,28 @@ fn check_header(doc: &SourceDoc, diagnostics: &mut Vec<Diagnostic>) -> Option<Ki
 /// Refuses values that look like credentials, anywhere in the document.
 fn check_secrets(doc: &SourceDoc, diagnostics: &mut Vec<Diagnostic>) {
     let mut pointer = String::new();
-    doc.node.walk_strings(&mut pointer, &mut |pointer, node, value| {
-        let in_env = is_env_value(pointer);
-        if let Some(kind) = secrets::scan(value, in_env) {
-            diagnostics.push(
-                Diagnostic::new(
-                    Code::InlineSecret,
-                    &doc.file,
-                    node.pos,
-                    format!("`{}` holds what looks like {}", dotted(pointer), kind.describe()),
-                )
-                .with_hint(
-                    "the fleet repo holds references only: declare a SecretRef and refer to it \
+    doc.node
+        .walk_strings(&mut pointer, &mut |pointer, node, value| {
+            let in_env = is_env_value(pointer);
+            if let Some(kind) = secrets::scan(value, in_env) {
+                diagnostics.push(
+                    Diagnostic::new(
+                        Code::InlineSecret,
+                        &doc.file,
+                        node.pos,
+                        format!(
+                            "`{}` holds what looks like {}",
+                            dotted(pointer),
+                            kind.describe()
+                        ),
+                    )
+                    .with_hint(
+                        "the fleet repo holds references only: declare a SecretRef and refer to it \
                      (e.g. `secretRef:` in env); rotate this credential, it is in git history now",
-                ),
-            );
-        }
-    });
+                    ),
+                );
+            }
+        });
 }
 
 fn is_env_value(pointer: &str) -> bool {
@@ -188,21 +218,51 @@ fn is_env_value(pointer: &str) -> bool {
     matches!(parts.as_slice(), ["", "spec", "env", i, "value"] if i.parse::<usize>().is_ok())
 }
 
-fn insert(repo: &mut FleetRepo, kind: Kind, doc: SourceDoc, json: Value, diagnostics: &mut Vec<Diagnostic>) {
+fn insert(
+    repo: &mut FleetRepo,
+    kind: Kind,
+    doc: SourceDoc,
+    json: Value,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     match kind {
         Kind::Fleet => {
             if let Some(fleet) = typed::<Fleet>(doc, json, diagnostics) {
                 repo.fleet.get_or_insert(fleet);
             }
         }
-        Kind::Site => add(&mut repo.sites, typed(doc, json, diagnostics), |s: &Site| &s.metadata.name, diagnostics),
-        Kind::NodePool => add(&mut repo.pools, typed(doc, json, diagnostics), |p: &NodePool| &p.metadata.name, diagnostics),
-        Kind::RunnerSet => add(&mut repo.runner_sets, typed(doc, json, diagnostics), |r: &RunnerSet| &r.metadata.name, diagnostics),
-        Kind::SecretRef => add(&mut repo.secrets, typed(doc, json, diagnostics), |s: &SecretRef| &s.metadata.name, diagnostics),
+        Kind::Site => add(
+            &mut repo.sites,
+            typed(doc, json, diagnostics),
+            |s: &Site| &s.metadata.name,
+            diagnostics,
+        ),
+        Kind::NodePool => add(
+            &mut repo.pools,
+            typed(doc, json, diagnostics),
+            |p: &NodePool| &p.metadata.name,
+            diagnostics,
+        ),
+        Kind::RunnerSet => add(
+            &mut repo.runner_sets,
+            typed(doc, json, diagnostics),
+            |r: &RunnerSet| &r.metadata.name,
+            diagnostics,
+        ),
+        Kind::SecretRef => add(
+            &mut repo.secrets,
+            typed(doc, json, diagnostics),
+            |s: &SecretRef| &s.metadata.name,
+            diagnostics,
+        ),
     }
 }
 
-fn typed<T: DeserializeOwned>(doc: SourceDoc, json: Value, diagnostics: &mut Vec<Diagnostic>) -> Option<Located<T>> {
+fn typed<T: DeserializeOwned>(
+    doc: SourceDoc,
+    json: Value,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Located<T>> {
     match serde_path_to_error::deserialize::<_, T>(json) {
         Ok(value) => Some(Located {
             value,
@@ -227,11 +287,15 @@ fn path_to_pointer(path: &str) -> String {
     if path == "." {
         return String::new();
     }
-    path.replace('[', ".").replace(']', "").split('.').filter(|s| !s.is_empty()).fold(String::new(), |mut acc, s| {
-        acc.push('/');
-        acc.push_str(s);
-        acc
-    })
+    path.replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .fold(String::new(), |mut acc, s| {
+            acc.push('/');
+            acc.push_str(s);
+            acc
+        })
 }
 
 fn add<T>(
@@ -245,8 +309,15 @@ fn add<T>(
     if let Some(first) = map.get(&key) {
         let kind = item.node.str_at("/kind").unwrap_or_default().to_string();
         diagnostics.push(
-            item.diag(Code::DuplicateName, "/metadata/name", format!("{kind} `{key}` is defined twice"))
-                .with_hint(format!("first defined at {}; names are unique per kind", first.origin())),
+            item.diag(
+                Code::DuplicateName,
+                "/metadata/name",
+                format!("{kind} `{key}` is defined twice"),
+            )
+            .with_hint(format!(
+                "first defined at {}; names are unique per kind",
+                first.origin()
+            )),
         );
         return;
     }

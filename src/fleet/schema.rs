@@ -171,9 +171,19 @@ fn describe(schema: &Value, instance: &Value, error: &ValidationError) -> Vec<Sc
         }
         ValidationErrorKind::AnyOf { context } => {
             // Describe the branch that came closest: the one with the fewest errors.
-            match context.iter().filter(|b| !b.is_empty()).min_by_key(|b| b.len()) {
-                Some(branch) => branch.iter().flat_map(|e| describe(schema, instance, e)).collect(),
-                None => vec![issue(Code::InvalidValue, format!("{error}{}", at(&pointer)))],
+            match context
+                .iter()
+                .filter(|b| !b.is_empty())
+                .min_by_key(|b| b.len())
+            {
+                Some(branch) => branch
+                    .iter()
+                    .flat_map(|e| describe(schema, instance, e))
+                    .collect(),
+                None => vec![issue(
+                    Code::InvalidValue,
+                    format!("{error}{}", at(&pointer)),
+                )],
             }
         }
         ValidationErrorKind::Required { property } => {
@@ -184,13 +194,17 @@ fn describe(schema: &Value, instance: &Value, error: &ValidationError) -> Vec<Sc
             )]
         }
         ValidationErrorKind::Type { kind } => {
-            let found = instance.pointer(&pointer).map(type_name).unwrap_or("nothing");
+            let found = instance
+                .pointer(&pointer)
+                .map(type_name)
+                .unwrap_or("nothing");
             vec![issue(
                 Code::WrongType,
                 format!("expected {}, found {found}{}", expected(kind), at(&pointer)),
             )]
         }
-        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::OneOfMultipleValid { .. }
+        ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::OneOfMultipleValid { .. }
             if !enum_values(schema, &pointer).is_empty() =>
         {
             let found = instance.pointer(&pointer).unwrap_or(&Value::Null);
@@ -206,19 +220,32 @@ fn describe(schema: &Value, instance: &Value, error: &ValidationError) -> Vec<Sc
         ValidationErrorKind::Enum { options } => {
             let allowed: Vec<String> = options
                 .as_array()
-                .map(|o| o.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             let found = instance.pointer(&pointer).unwrap_or(&Value::Null);
             vec![issue(
                 Code::InvalidValue,
-                format!("{found} is not one of {}{}", quote_list(&allowed), at(&pointer)),
+                format!(
+                    "{found} is not one of {}{}",
+                    quote_list(&allowed),
+                    at(&pointer)
+                ),
             )]
         }
-        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::OneOfMultipleValid { .. } => {
+        ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::OneOfMultipleValid { .. } => {
             let fields = one_of_fields(schema, &pointer);
             let mut i = issue(
                 Code::OneOf,
-                format!("exactly one of {} must be set{}", quote_list(&fields), at(&pointer)),
+                format!(
+                    "exactly one of {} must be set{}",
+                    quote_list(&fields),
+                    at(&pointer)
+                ),
             );
             i.hint = Some("remove the extra fields, or add the one that is missing".into());
             vec![i]
@@ -226,7 +253,10 @@ fn describe(schema: &Value, instance: &Value, error: &ValidationError) -> Vec<Sc
         ValidationErrorKind::Pattern { .. } if pointer == "/apiVersion" => {
             let mut i = issue(
                 Code::ApiVersion,
-                format!("unsupported apiVersion {}", instance.pointer(&pointer).unwrap_or(&Value::Null)),
+                format!(
+                    "unsupported apiVersion {}",
+                    instance.pointer(&pointer).unwrap_or(&Value::Null)
+                ),
             );
             i.hint = Some(format!("this drover reads `{}`", super::model::API_VERSION));
             vec![i]
@@ -246,14 +276,19 @@ fn describe(schema: &Value, instance: &Value, error: &ValidationError) -> Vec<Sc
             );
             vec![i]
         }
-        _ => vec![issue(Code::InvalidValue, format!("{error}{}", at(&pointer)))],
+        _ => vec![issue(
+            Code::InvalidValue,
+            format!("{error}{}", at(&pointer)),
+        )],
     }
 }
 
 fn unknown_field(pointer: &str, field: &str, allowed: &[String]) -> SchemaIssue {
     let hint = closest(field, allowed)
         .map(|c| format!("did you mean `{c}`?"))
-        .or_else(|| (!allowed.is_empty()).then(|| format!("known fields here: {}", quote_list(allowed))));
+        .or_else(|| {
+            (!allowed.is_empty()).then(|| format!("known fields here: {}", quote_list(allowed)))
+        });
     SchemaIssue {
         pointer: format!("{pointer}/{}", field.replace('~', "~0").replace('/', "~1")),
         code: Code::UnknownField,
@@ -265,7 +300,12 @@ fn unknown_field(pointer: &str, field: &str, allowed: &[String]) -> SchemaIssue 
 fn closest<'a>(field: &str, allowed: &'a [String]) -> Option<&'a str> {
     allowed
         .iter()
-        .map(|a| (strsim::damerau_levenshtein(&field.to_lowercase(), &a.to_lowercase()), a))
+        .map(|a| {
+            (
+                strsim::damerau_levenshtein(&field.to_lowercase(), &a.to_lowercase()),
+                a,
+            )
+        })
         .filter(|(d, a)| *d <= 2.max(a.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, a)| a.as_str())
@@ -296,7 +336,11 @@ pub fn dotted(pointer: &str) -> String {
 }
 
 fn quote_list(items: &[String]) -> String {
-    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -313,7 +357,9 @@ fn type_name(value: &Value) -> &'static str {
 
 fn expected(kind: &TypeKind) -> String {
     let text = format!("{kind:?}").to_lowercase();
-    let words = ["string", "integer", "number", "boolean", "array", "object", "null"];
+    let words = [
+        "string", "integer", "number", "boolean", "array", "object", "null",
+    ];
     let found: Vec<&str> = words
         .iter()
         .copied()
@@ -328,7 +374,11 @@ fn expected(kind: &TypeKind) -> String {
             _ => "null",
         })
         .collect();
-    if found.is_empty() { text } else { found.join(" or ") }
+    if found.is_empty() {
+        text
+    } else {
+        found.join(" or ")
+    }
 }
 
 /// The subschema that describes the value at `pointer`, following `$ref`, `anyOf`
@@ -339,8 +389,16 @@ fn subschema_at<'a>(root: &'a Value, pointer: &str) -> Option<&'a Value> {
         let next = current
             .get("properties")
             .and_then(|p| p.get(token))
-            .or_else(|| current.get("items").filter(|_| token.parse::<usize>().is_ok()))
-            .or_else(|| current.get("additionalProperties").filter(|v| v.is_object()))?;
+            .or_else(|| {
+                current
+                    .get("items")
+                    .filter(|_| token.parse::<usize>().is_ok())
+            })
+            .or_else(|| {
+                current
+                    .get("additionalProperties")
+                    .filter(|v| v.is_object())
+            })?;
         current = resolve(root, next);
     }
     Some(current)
@@ -355,7 +413,10 @@ fn resolve<'a>(root: &'a Value, mut schema: &'a Value) -> &'a Value {
                 None => return schema,
             }
         } else if let Some(branches) = schema.get("anyOf").and_then(Value::as_array) {
-            match branches.iter().find(|b| b.get("type") != Some(&Value::from("null"))) {
+            match branches
+                .iter()
+                .find(|b| b.get("type") != Some(&Value::from("null")))
+            {
                 Some(branch) => schema = branch,
                 None => return schema,
             }
@@ -417,7 +478,10 @@ mod tests {
         let validators = Validators::new();
         for kind in Kind::ALL {
             let schema = schema_for(kind);
-            assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+            assert_eq!(
+                schema["$schema"],
+                "https://json-schema.org/draft/2020-12/schema"
+            );
             assert!(schema["$id"].as_str().unwrap().ends_with(".json"));
             assert!(!validators.validate(kind, &json!({})).is_empty());
         }
@@ -425,7 +489,8 @@ mod tests {
 
     #[test]
     fn unknown_field_suggests_the_closest() {
-        let issues = Validators::new().validate(Kind::Site, &site(json!({"kubernetes": {"contxt": "x"}})));
+        let issues =
+            Validators::new().validate(Kind::Site, &site(json!({"kubernetes": {"contxt": "x"}})));
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert_eq!(issues[0].code, Code::UnknownField);
         assert_eq!(issues[0].pointer, "/spec/kubernetes/contxt");
@@ -437,14 +502,25 @@ mod tests {
         let issues = Validators::new().validate(Kind::Site, &site(json!({})));
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert_eq!(issues[0].code, Code::OneOf);
-        assert!(issues[0].message.contains("`kubernetes`, `slurm`"), "{}", issues[0].message);
+        assert!(
+            issues[0].message.contains("`kubernetes`, `slurm`"),
+            "{}",
+            issues[0].message
+        );
     }
 
     #[test]
     fn wrong_type_says_what_was_found() {
-        let issues = Validators::new().validate(Kind::Site, &site(json!({"kubernetes": {}, "timeoutSeconds": "ten"})));
+        let issues = Validators::new().validate(
+            Kind::Site,
+            &site(json!({"kubernetes": {}, "timeoutSeconds": "ten"})),
+        );
         assert_eq!(issues[0].code, Code::WrongType);
-        assert!(issues[0].message.contains("found a string"), "{}", issues[0].message);
+        assert!(
+            issues[0].message.contains("found a string"),
+            "{}",
+            issues[0].message
+        );
     }
 
     #[test]

@@ -40,10 +40,19 @@ impl SecretKind {
 static PATTERNS: LazyLock<Vec<(SecretKind, Regex)>> = LazyLock::new(|| {
     let p = |kind, re: &str| (kind, Regex::new(re).expect("valid secret pattern"));
     vec![
-        p(SecretKind::PrivateKey, r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----"),
-        p(SecretKind::GithubToken, r"\b(gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})\b"),
+        p(
+            SecretKind::PrivateKey,
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----",
+        ),
+        p(
+            SecretKind::GithubToken,
+            r"\b(gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
+        ),
         p(SecretKind::AwsAccessKey, r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
-        p(SecretKind::Jwt, r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+        p(
+            SecretKind::Jwt,
+            r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+        ),
     ]
 });
 
@@ -103,13 +112,19 @@ mod tests {
         assert_eq!(scan(&ghp, false), Some(SecretKind::GithubToken));
         let pat = format!("github_pat_{}", "11ABCDEFG0abcdefghij_K".repeat(3));
         assert_eq!(scan(&pat, false), Some(SecretKind::GithubToken));
-        assert_eq!(scan("AKIAIOSFODNN7EXAMPLE", false), Some(SecretKind::AwsAccessKey));
+        assert_eq!(
+            scan("AKIAIOSFODNN7EXAMPLE", false),
+            Some(SecretKind::AwsAccessKey)
+        );
         assert_eq!(
             scan("-----BEGIN RSA PRIVATE KEY-----\nMIIE...", false),
             Some(SecretKind::PrivateKey)
         );
         assert_eq!(
-            scan("eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLXZhbHVl", false),
+            scan(
+                "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLXZhbHVl",
+                false
+            ),
             Some(SecretKind::Jwt)
         );
     }
@@ -133,7 +148,10 @@ mod tests {
 
     #[test]
     fn random_env_values_are_flagged() {
-        assert_eq!(scan("x9F2kLq8Zr4Tt7Vb1Nm3Qw6Ye0", true), Some(SecretKind::HighEntropy));
+        assert_eq!(
+            scan("x9F2kLq8Zr4Tt7Vb1Nm3Qw6Ye0", true),
+            Some(SecretKind::HighEntropy)
+        );
         assert_eq!(scan("x9F2kLq8Zr4Tt7Vb1Nm3Qw6Ye0", false), None);
     }
 }

@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use serde_saphyr::{DuplicateKeyPolicy, Spanned};
 
@@ -156,7 +156,10 @@ fn strip_location(message: &str) -> String {
     };
     match first.strip_prefix("duplicate mapping key: ") {
         Some(rest) => {
-            let key = rest.split(", set DuplicateKeyPolicy").next().unwrap_or(rest);
+            let key = rest
+                .split(", set DuplicateKeyPolicy")
+                .next()
+                .unwrap_or(rest);
             format!("duplicate key `{key}`")
         }
         None => first.to_string(),
@@ -197,13 +200,15 @@ impl Node {
                     }
                     None => return pos,
                 },
-                NodeValue::Seq(items) => match token.parse::<usize>().ok().and_then(|i| items.get(i)) {
-                    Some(item) => {
-                        pos = item.pos;
-                        node = item;
+                NodeValue::Seq(items) => {
+                    match token.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                        Some(item) => {
+                            pos = item.pos;
+                            node = item;
+                        }
+                        None => return pos,
                     }
-                    None => return pos,
-                },
+                }
                 _ => return pos,
             }
         }
@@ -227,7 +232,11 @@ impl Node {
     }
 
     /// Visits every string scalar with its JSON pointer.
-    pub fn walk_strings<'a>(&'a self, pointer: &mut String, f: &mut dyn FnMut(&str, &'a Node, &'a str)) {
+    pub fn walk_strings<'a>(
+        &'a self,
+        pointer: &mut String,
+        f: &mut dyn FnMut(&str, &'a Node, &'a str),
+    ) {
         match &self.value {
             NodeValue::String(s) => f(pointer, self, s),
             NodeValue::Seq(items) => {
@@ -422,7 +431,7 @@ mod tests {
         let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..9 {
             let prev = format!("*a{}", i - 1);
-            let items = vec![prev.as_str(); 10].join(", ");
+            let items = [prev.as_str(); 10].join(", ");
             text.push_str(&format!("a{i}: &a{i} [{items}]\n"));
         }
         let err = parse(&text).unwrap_err();

@@ -58,6 +58,7 @@ pub struct RestDriver {
 impl RestDriver {
     /// Builds a driver; no request is made until the first call.
     pub fn new(cfg: RestConfig) -> Result<Self> {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::Protocol {

@@ -1,0 +1,7 @@
+//! Shared helpers for drover's integration tests.
+//!
+//! Each integration test binary compiles this tree on its own and uses only part of it,
+//! so unused items are expected here.
+#![allow(dead_code)]
+
+pub mod kube_emulator;
