@@ -3,6 +3,8 @@
 //! Data flows one way: a fleet repo is loaded and validated ([`fleet`]), each site is
 //! observed ([`sites`]), a pure plan is computed, and site drivers apply it.
 
+pub mod credentials;
 pub mod fleet;
+pub mod plan;
 pub mod sites;
 pub mod tls;

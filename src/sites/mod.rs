@@ -1,3 +1,145 @@
 //! Site drivers: everything that talks to a Kubernetes cluster or a Slurm cluster.
+//!
+//! Each driver module exposes the same three entry points, dispatched here by site kind:
+//! `render` (pure: fleet → the site's desired objects), `plan` (observe the site, diff,
+//! check) and `apply` (plan, then change the site). The orchestration across sites —
+//! concurrency, timeouts, filtering — lives in [`crate::reconcile`].
 
+pub mod kubernetes;
 pub mod slurm;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::fleet::model::{Fleet, Site};
+use crate::fleet::{FleetRepo, Located};
+use crate::plan::{ApplyReport, SiteKind, SitePlan};
+
+/// Label every Kubernetes object drover owns carries (`app.kubernetes.io/managed-by`).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "drover";
+/// Label naming the fleet (the `Fleet` document's name) that owns an object.
+pub const OWNER_LABEL: &str = "drover.dev/owner";
+/// Label naming the runner set an object belongs to, when it belongs to one.
+pub const RUNNER_SET_LABEL: &str = "drover.dev/runner-set";
+/// Field manager used for every server-side apply.
+pub const FIELD_MANAGER: &str = "drover";
+
+/// Everything a driver needs to plan or apply one site.
+#[derive(Debug, Clone, Copy)]
+pub struct SiteContext<'a> {
+    /// The whole validated fleet.
+    pub repo: &'a FleetRepo,
+    /// The site being handled.
+    pub site: &'a Located<Site>,
+    /// Options shared by every site of this run.
+    pub options: &'a RunOptions,
+}
+
+impl SiteContext<'_> {
+    /// The site's name.
+    pub fn name(&self) -> &str {
+        &self.site.value.metadata.name
+    }
+
+    /// The owning fleet's name (the value of [`OWNER_LABEL`]).
+    pub fn fleet_name(&self) -> &str {
+        self.repo
+            .fleet
+            .as_ref()
+            .map(|f: &Located<Fleet>| f.value.metadata.name.as_str())
+            .unwrap_or("default")
+    }
+
+    /// Desired runner count of a runner set: the autoscaler's decision when there is one,
+    /// else the set's `min`.
+    pub fn desired_runners(&self, runner_set: &str) -> u32 {
+        let min = self
+            .repo
+            .runner_sets
+            .get(runner_set)
+            .map_or(0, |r| r.value.spec.min);
+        self.options
+            .desired_runners
+            .get(runner_set)
+            .copied()
+            .unwrap_or(min)
+    }
+
+    /// Whether owned objects the fleet no longer declares may be deleted in this run.
+    pub fn prune(&self) -> bool {
+        self.options.apply.prune.unwrap_or_else(|| {
+            self.repo
+                .fleet
+                .as_ref()
+                .is_some_and(|f| f.value.spec.reconcile.prune)
+        })
+    }
+
+    /// The mass-prune threshold in percent.
+    pub fn mass_prune_percent(&self) -> u8 {
+        self.repo
+            .fleet
+            .as_ref()
+            .map_or(50, |f| f.value.spec.reconcile.mass_prune_percent)
+    }
+}
+
+/// Options shared by every site of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Kubeconfig to use instead of `$KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Desired runner counts per runner set, from the autoscaler; `min` when absent.
+    pub desired_runners: BTreeMap<String, u32>,
+    /// How to apply.
+    pub apply: ApplyOptions,
+}
+
+/// How to apply a plan.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Server-side dry run: send every write with `dryRun=All`, change nothing.
+    pub dry_run: bool,
+    /// Prune owned objects no longer declared; `None` uses the Fleet's `reconcile.prune`.
+    pub prune: Option<bool>,
+    /// Take ownership of fields another field manager owns (`force=true`).
+    pub force_conflicts: bool,
+    /// Allow a prune that deletes more than the mass-prune threshold.
+    pub allow_mass_prune: bool,
+}
+
+/// The kind of a site.
+pub fn kind_of(site: &Site) -> SiteKind {
+    if site.spec.slurm.is_some() {
+        SiteKind::Slurm
+    } else {
+        SiteKind::Kubernetes
+    }
+}
+
+/// Renders the site's desired objects (Kubernetes manifests or Slurm job specs) as JSON
+/// values, for `drover render`. Pure.
+pub fn render(ctx: &SiteContext<'_>) -> Result<Vec<serde_json::Value>, String> {
+    match kind_of(&ctx.site.value) {
+        SiteKind::Kubernetes => kubernetes::render_values(ctx),
+        SiteKind::Slurm => slurm::render_values(ctx),
+    }
+}
+
+/// Observes the site and plans it.
+pub async fn plan(ctx: &SiteContext<'_>) -> SitePlan {
+    match kind_of(&ctx.site.value) {
+        SiteKind::Kubernetes => kubernetes::plan(ctx).await,
+        SiteKind::Slurm => slurm::plan(ctx).await,
+    }
+}
+
+/// Plans the site and applies the plan; returns both.
+pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
+    match kind_of(&ctx.site.value) {
+        SiteKind::Kubernetes => kubernetes::apply(ctx).await,
+        SiteKind::Slurm => slurm::apply(ctx).await,
+    }
+}

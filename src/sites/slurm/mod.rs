@@ -38,33 +38,7 @@ pub trait SlurmDriver: Send + Sync {
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>>>;
 }
 
-/// A secret string (a JWT) whose `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::credentials::Secret;
 
 /// One entry of the error list Slurm returns in a response body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,4 +169,34 @@ mod tests {
         );
         assert_eq!(e.label(), "api");
     }
+}
+
+/// Renders the site's runner job specs as JSON values (being built).
+pub fn render_values(
+    _ctx: &super::SiteContext<'_>,
+) -> std::result::Result<Vec<serde_json::Value>, String> {
+    Err("Slurm rendering is not built yet".into())
+}
+
+/// Observes and plans the site (being built).
+pub async fn plan(ctx: &super::SiteContext<'_>) -> crate::plan::SitePlan {
+    crate::plan::SitePlan::failed(
+        ctx.name(),
+        crate::plan::SiteKind::Slurm,
+        ctx.site.value.spec.policy,
+        "Slurm planning is not built yet",
+    )
+}
+
+/// Plans and applies the site (being built).
+pub async fn apply(
+    ctx: &super::SiteContext<'_>,
+) -> (crate::plan::SitePlan, crate::plan::ApplyReport) {
+    let plan = plan(ctx).await;
+    let report = crate::plan::ApplyReport {
+        site: ctx.name().into(),
+        refused: plan.error.clone(),
+        ..Default::default()
+    };
+    (plan, report)
 }
