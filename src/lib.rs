@@ -6,5 +6,6 @@
 pub mod credentials;
 pub mod fleet;
 pub mod plan;
+pub mod reconcile;
 pub mod sites;
 pub mod tls;

@@ -283,3 +283,14 @@ fn cli_schema_prints_each_kind() {
     assert_eq!(schema["title"], "RunnerSet");
     assert_eq!(drover(&["schema", "Nope"]).status.code(), Some(2));
 }
+
+#[test]
+fn every_code_is_documented() {
+    let doc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/errors.md")).unwrap();
+    for code in fleet::Code::ALL {
+        assert!(
+            doc.contains(&format!("| {code} |")),
+            "docs/errors.md lacks {code}"
+        );
+    }
+}

@@ -1,5 +1,9 @@
 //! Argument parsing (clap derive), logging setup, exit codes, and dispatch to commands.
 
+mod apply;
+mod fleet_arg;
+mod plan;
+mod render;
 mod schema;
 mod validate;
 
@@ -18,11 +22,17 @@ pub enum Exit {
     Failure = 1,
     /// 2: usage error, or input that cannot be read (missing directory, I/O error).
     Usage = 2,
+    /// 2 from `plan --detailed-exitcode`: the plan has changes (as terraform does).
+    Changes = 3,
 }
 
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
+        ExitCode::from(match exit {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage | Exit::Changes => 2,
+        })
     }
 }
 
@@ -84,10 +94,14 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the JSON Schema of a fleet kind (or all), or write them to a directory.
     Schema(schema::SchemaArgs),
-    /// Show what would change on each site (not yet available in this release).
-    Plan(PendingArgs),
-    /// Apply the plan to each site (not yet available in this release).
-    Apply(PendingArgs),
+    /// Show what would change on each site: creates, updates, deletes, diffs and site
+    /// findings. Exit 0, or with --detailed-exitcode 0 no changes / 2 changes; 1 on errors.
+    Plan(plan::PlanArgs),
+    /// Plan each site, then apply: server-side apply on Kubernetes, job submission and
+    /// cancellation on Slurm. Exit 0 applied, 1 a change failed or a site was refused.
+    Apply(apply::ApplyArgs),
+    /// Print the objects drover owns on each site (Kubernetes manifests, Slurm job specs).
+    Render(render::RenderArgs),
     /// Report drift between the fleet repo and the sites (not yet available in this release).
     Drift(PendingArgs),
     /// Run the reconciler as a service (not yet available in this release).
@@ -125,7 +139,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Schema(args) => schema::run(&args),
-        Command::Plan(_) | Command::Apply(_) | Command::Drift(_) | Command::Serve(_) => {
+        Command::Plan(args) => plan::run(&args),
+        Command::Apply(args) => apply::run(&args),
+        Command::Render(args) => render::run(&args),
+        Command::Drift(_) | Command::Serve(_) => {
             eprintln!(
                 "error: this command is not available in this release yet; see README.md (Roadmap)"
             );

@@ -73,6 +73,38 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in number order.
+    pub const ALL: [Code; 28] = [
+        Code::Io,
+        Code::FileTooLarge,
+        Code::NotUtf8,
+        Code::YamlSyntax,
+        Code::DuplicateKey,
+        Code::YamlBudget,
+        Code::SymlinkEscape,
+        Code::NotAMapping,
+        Code::ApiVersion,
+        Code::UnknownKind,
+        Code::WrongType,
+        Code::UnknownField,
+        Code::MissingField,
+        Code::InvalidValue,
+        Code::OneOf,
+        Code::DuplicateName,
+        Code::DanglingReference,
+        Code::MinAboveMax,
+        Code::GpuMismatch,
+        Code::SiteKindMismatch,
+        Code::AmbiguousLabels,
+        Code::FleetSingleton,
+        Code::MissingImage,
+        Code::InlineSecret,
+        Code::MaxZero,
+        Code::UnusedPool,
+        Code::UnusedSecretRef,
+        Code::EmptyFleet,
+    ];
+
     /// The printed code, e.g. `E301`.
     pub fn as_str(self) -> &'static str {
         use Code::*;

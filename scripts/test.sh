@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: brings up the local Slurm test bed (installing
+# Debian's slurm-wlm, slurmrestd and munge if missing), exports its settings, and runs
+# every test with cargo-nextest. Tests that need Slurm fail loudly without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/slurm-testbed.sh up
+eval "$(scripts/slurm-testbed.sh env)"
+cargo nextest run --no-fail-fast "$@"
