@@ -8,6 +8,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::diagnostic::{Code, Diagnostic};
 use super::yaml::{self, Limits, Node, Pos, YamlErrorKind};
 
@@ -87,8 +89,18 @@ pub fn load_dir(root: &Path, options: &LoadOptions) -> Result<Loaded, LoadError>
         files: walk.files.len(),
         ..Loaded::default()
     };
-    for (absolute, relative) in walk.files {
-        load_file(&absolute, &relative, options, &mut loaded);
+    let per_file: Vec<Loaded> = walk
+        .files
+        .par_iter()
+        .map(|(absolute, relative)| {
+            let mut one = Loaded::default();
+            load_file(absolute, relative, options, &mut one);
+            one
+        })
+        .collect();
+    for one in per_file {
+        loaded.docs.extend(one.docs);
+        loaded.diagnostics.extend(one.diagnostics);
     }
     Ok(loaded)
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -81,44 +82,96 @@ impl FleetRepo {
     }
 }
 
-/// Checks each document and adds the valid ones to a [`FleetRepo`].
+/// Checks each document (in parallel) and adds the valid ones to a [`FleetRepo`].
 pub fn build(
     docs: Vec<SourceDoc>,
     validators: &Validators,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> FleetRepo {
+    let checked: Vec<Checked> = docs
+        .into_par_iter()
+        .map(|doc| check_document(doc, validators))
+        .collect();
     let mut repo = FleetRepo::default();
-    for doc in docs {
-        check_secrets(&doc, diagnostics);
-        let Some(kind) = check_header(&doc, diagnostics) else {
+    for doc in checked {
+        diagnostics.extend(doc.diagnostics);
+        let Some(kind) = doc.kind else {
             repo.incomplete = true;
             continue;
         };
         if kind == Kind::Fleet {
             repo.fleet_documents += 1;
         }
-        if let Some(name) = doc.node.str_at("/metadata/name") {
-            repo.declared.insert((kind, name.to_string()));
+        if let Some(name) = doc.name {
+            repo.declared.insert((kind, name));
         }
-        let json = doc.node.to_json();
-        let issues = validators.validate(kind, &json);
-        if !issues.is_empty() {
-            repo.incomplete = true;
-            for issue in issues {
-                let mut d = Diagnostic::new(
-                    issue.code,
-                    &doc.file,
-                    doc.node.locate(&issue.pointer),
-                    issue.message,
-                );
-                d.hint = issue.hint;
-                diagnostics.push(d);
-            }
-            continue;
+        match doc.object {
+            Some(object) => insert(&mut repo, object, diagnostics),
+            None => repo.incomplete = true,
         }
-        insert(&mut repo, kind, doc, json, diagnostics);
     }
     repo
+}
+
+/// A document after its own checks.
+struct Checked {
+    kind: Option<Kind>,
+    name: Option<String>,
+    object: Option<Object>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// A typed object of any kind.
+enum Object {
+    Fleet(Located<Fleet>),
+    Site(Located<Site>),
+    NodePool(Located<NodePool>),
+    RunnerSet(Located<RunnerSet>),
+    SecretRef(Located<SecretRef>),
+}
+
+/// Inline secrets, header, schema, then typed deserialisation: everything that concerns
+/// one document alone. Pure, so documents are checked in parallel.
+fn check_document(doc: SourceDoc, validators: &Validators) -> Checked {
+    let mut diagnostics = Vec::new();
+    check_secrets(&doc, &mut diagnostics);
+    let kind = check_header(&doc, &mut diagnostics);
+    let name = doc.node.str_at("/metadata/name").map(str::to_string);
+    let mut checked = Checked {
+        kind,
+        name,
+        object: None,
+        diagnostics,
+    };
+    let Some(kind) = kind else { return checked };
+    let json = doc.node.to_json();
+    let issues = validators.validate(kind, &json);
+    if issues.is_empty() {
+        checked.object = typed_object(kind, doc, json, &mut checked.diagnostics);
+        return checked;
+    }
+    for issue in issues {
+        let pos = doc.node.locate(&issue.pointer);
+        let mut d = Diagnostic::new(issue.code, &doc.file, pos, issue.message);
+        d.hint = issue.hint;
+        checked.diagnostics.push(d);
+    }
+    checked
+}
+
+fn typed_object(
+    kind: Kind,
+    doc: SourceDoc,
+    json: Value,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Object> {
+    Some(match kind {
+        Kind::Fleet => Object::Fleet(typed(doc, json, diagnostics)?),
+        Kind::Site => Object::Site(typed(doc, json, diagnostics)?),
+        Kind::NodePool => Object::NodePool(typed(doc, json, diagnostics)?),
+        Kind::RunnerSet => Object::RunnerSet(typed(doc, json, diagnostics)?),
+        Kind::SecretRef => Object::SecretRef(typed(doc, json, diagnostics)?),
+    })
 }
 
 /// Checks that a document is a mapping with a supported `apiVersion` and a known `kind`.
@@ -218,43 +271,15 @@ fn is_env_value(pointer: &str) -> bool {
     matches!(parts.as_slice(), ["", "spec", "env", i, "value"] if i.parse::<usize>().is_ok())
 }
 
-fn insert(
-    repo: &mut FleetRepo,
-    kind: Kind,
-    doc: SourceDoc,
-    json: Value,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    match kind {
-        Kind::Fleet => {
-            if let Some(fleet) = typed::<Fleet>(doc, json, diagnostics) {
-                repo.fleet.get_or_insert(fleet);
-            }
+fn insert(repo: &mut FleetRepo, object: Object, diagnostics: &mut Vec<Diagnostic>) {
+    match object {
+        Object::Fleet(fleet) => {
+            repo.fleet.get_or_insert(fleet);
         }
-        Kind::Site => add(
-            &mut repo.sites,
-            typed(doc, json, diagnostics),
-            |s: &Site| &s.metadata.name,
-            diagnostics,
-        ),
-        Kind::NodePool => add(
-            &mut repo.pools,
-            typed(doc, json, diagnostics),
-            |p: &NodePool| &p.metadata.name,
-            diagnostics,
-        ),
-        Kind::RunnerSet => add(
-            &mut repo.runner_sets,
-            typed(doc, json, diagnostics),
-            |r: &RunnerSet| &r.metadata.name,
-            diagnostics,
-        ),
-        Kind::SecretRef => add(
-            &mut repo.secrets,
-            typed(doc, json, diagnostics),
-            |s: &SecretRef| &s.metadata.name,
-            diagnostics,
-        ),
+        Object::Site(o) => add(&mut repo.sites, o, |s| &s.metadata.name, diagnostics),
+        Object::NodePool(o) => add(&mut repo.pools, o, |p| &p.metadata.name, diagnostics),
+        Object::RunnerSet(o) => add(&mut repo.runner_sets, o, |r| &r.metadata.name, diagnostics),
+        Object::SecretRef(o) => add(&mut repo.secrets, o, |s| &s.metadata.name, diagnostics),
     }
 }
 
@@ -263,6 +288,14 @@ fn typed<T: DeserializeOwned>(
     json: Value,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Located<T>> {
+    // The fast path needs no path tracking; it is only paid for when there is an error.
+    if let Ok(value) = T::deserialize(&json) {
+        return Some(Located {
+            value,
+            file: doc.file,
+            node: doc.node,
+        });
+    }
     match serde_path_to_error::deserialize::<_, T>(json) {
         Ok(value) => Some(Located {
             value,
@@ -300,11 +333,10 @@ fn path_to_pointer(path: &str) -> String {
 
 fn add<T>(
     map: &mut BTreeMap<String, Located<T>>,
-    item: Option<Located<T>>,
+    item: Located<T>,
     name: impl Fn(&T) -> &String,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let Some(item) = item else { return };
     let key = name(&item.value).clone();
     if let Some(first) = map.get(&key) {
         let kind = item.node.str_at("/kind").unwrap_or_default().to_string();

@@ -7,7 +7,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::RegexSet;
 
 /// What kind of secret a value looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,30 +37,30 @@ impl SecretKind {
     }
 }
 
-static PATTERNS: LazyLock<Vec<(SecretKind, Regex)>> = LazyLock::new(|| {
-    let p = |kind, re: &str| (kind, Regex::new(re).expect("valid secret pattern"));
-    vec![
-        p(
-            SecretKind::PrivateKey,
-            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----",
-        ),
-        p(
-            SecretKind::GithubToken,
-            r"\b(gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
-        ),
-        p(SecretKind::AwsAccessKey, r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
-        p(
-            SecretKind::Jwt,
-            r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
-        ),
-    ]
+/// The secret shapes, in one [`RegexSet`] so each string is scanned once; `KINDS[i]` is
+/// what pattern `i` finds.
+static KINDS: [SecretKind; 4] = [
+    SecretKind::PrivateKey,
+    SecretKind::GithubToken,
+    SecretKind::AwsAccessKey,
+    SecretKind::Jwt,
+];
+
+static PATTERNS: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new([
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----",
+        r"\b(gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
+        r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    ])
+    .expect("valid secret patterns")
 });
 
 /// Checks one string. `entropy_check` turns on the high-entropy heuristic (used for env
 /// values, where nothing legitimate is both long and random).
 pub fn scan(value: &str, entropy_check: bool) -> Option<SecretKind> {
-    if let Some((kind, _)) = PATTERNS.iter().find(|(_, re)| re.is_match(value)) {
-        return Some(*kind);
+    if let Some(i) = PATTERNS.matches(value).iter().next() {
+        return Some(KINDS[i]);
     }
     (entropy_check && looks_random(value)).then_some(SecretKind::HighEntropy)
 }
