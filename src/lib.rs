@@ -7,5 +7,7 @@ pub mod credentials;
 pub mod fleet;
 pub mod plan;
 pub mod reconcile;
+pub mod serve;
 pub mod sites;
+pub mod source;
 pub mod tls;

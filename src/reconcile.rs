@@ -54,7 +54,11 @@ pub async fn plan(
     only: Option<&str>,
 ) -> Result<Plan, ReconcileError> {
     let sites = select(repo, only)?;
-    let plans = join_all(sites.into_iter().map(|site| plan_one(repo, site, options))).await;
+    let mut runs = Vec::new();
+    for site in sites {
+        runs.push(plan_one(repo, site, options));
+    }
+    let plans = join_all(runs).await;
     Ok(Plan {
         revision: None,
         sites: plans,
@@ -86,7 +90,11 @@ pub async fn apply(
     only: Option<&str>,
 ) -> Result<(Plan, Vec<ApplyReport>), ReconcileError> {
     let sites = select(repo, only)?;
-    let results = join_all(sites.into_iter().map(|site| apply_one(repo, site, options))).await;
+    let mut runs = Vec::new();
+    for site in sites {
+        runs.push(apply_one(repo, site, options));
+    }
+    let results = join_all(runs).await;
     let (plans, reports) = results.into_iter().unzip();
     Ok((
         Plan {

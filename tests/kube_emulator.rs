@@ -1030,6 +1030,7 @@ async fn merge_patch_records_an_update_manager_and_strategic_merge_is_unsupporte
 #[tokio::test]
 async fn apply_without_field_manager_is_invalid() {
     let emu = KubeEmulator::start().await;
+    drover::tls::install_crypto_provider();
     let response = reqwest::Client::new()
         .patch(format!(
             "{}/api/v1/namespaces/default/configmaps/cm",

@@ -5,6 +5,7 @@ mod fleet_arg;
 mod plan;
 mod render;
 mod schema;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -104,8 +105,10 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Report drift between the fleet repo and the sites (not yet available in this release).
     Drift(PendingArgs),
-    /// Run the reconciler as a service (not yet available in this release).
-    Serve(PendingArgs),
+    /// Run the reconciler as a service: reconcile on new revisions (poll, push webhook),
+    /// on a schedule and on request; serve /healthz, /readyz, /metrics, /status and a
+    /// status page.
+    Serve(serve::ServeArgs),
 }
 
 /// Arguments of commands that later releases fill in.
@@ -142,7 +145,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan(args) => plan::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Render(args) => render::run(&args),
-        Command::Drift(_) | Command::Serve(_) => {
+        Command::Serve(args) => serve::run(&args),
+        Command::Drift(_) => {
             eprintln!(
                 "error: this command is not available in this release yet; see README.md (Roadmap)"
             );

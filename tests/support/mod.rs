@@ -4,4 +4,5 @@
 //! so unused items are expected here.
 #![allow(dead_code)]
 
+pub mod git_server;
 pub mod kube_emulator;

@@ -116,7 +116,7 @@ impl CliDriver {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    async fn submit_job(&self, spec: &JobSpec) -> Result<u64> {
+    async fn submit_job(&self, spec: &JobSpec, hold: bool) -> Result<u64> {
         let mut env = spec.environment.clone();
         if !env.contains_key("PATH") {
             env.insert(
@@ -124,7 +124,10 @@ impl CliDriver {
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned()),
             );
         }
-        let args = sbatch_args(spec, &env);
+        let mut args = sbatch_args(spec, &env);
+        if hold {
+            args.push("--hold".to_owned());
+        }
         let out = self.run("sbatch", &args, &env, Some(&spec.script)).await?;
         let id = out.trim().split(';').next().unwrap_or("");
         id.parse().map_err(|_| {
@@ -179,6 +182,13 @@ impl CliDriver {
         let mut parts = wire::parse_scontrol_partitions(&out);
         fill_partition_gres(&mut parts, &self.list_nodes().await?);
         Ok(parts)
+    }
+
+    async fn release_job(&self, id: u64) -> Result<()> {
+        let args = ["release".to_owned(), id.to_string()];
+        self.run("scontrol", &args, &BTreeMap::new(), None)
+            .await
+            .map(drop)
     }
 
     async fn cancel_job(&self, id: u64) -> Result<()> {
@@ -256,7 +266,15 @@ fn parse_sinfo_nodes(text: &str) -> Vec<Node> {
 
 impl SlurmDriver for CliDriver {
     fn submit<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(self.submit_job(spec))
+        Box::pin(self.submit_job(spec, false))
+    }
+
+    fn submit_held<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.submit_job(spec, true))
+    }
+
+    fn release(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.release_job(id))
     }
 
     fn jobs(&self) -> BoxFuture<'_, Result<Vec<Job>>> {

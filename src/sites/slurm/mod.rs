@@ -4,9 +4,23 @@
 //! slurmrestd (JWT auth, versioned OpenAPI paths, v0.0.38 and v0.0.40 shapes) and
 //! [`cli::CliDriver`] runs `sbatch`/`squeue`/`scancel`/`scontrol`/`sinfo` (munge auth).
 //! Both return the plain data types of [`types`]. Developer notes: `docs/slurm.md`.
+//!
+//! On top of the drivers, a Slurm site is handled in the same four steps as every site:
+//! [`render`] (fleet → runner job specs, pure), [`observe`] (jobs, partitions, nodes →
+//! runners and findings), [`mod@plan`] (pure: desired counts + live runners → steps) and
+//! [`mod@apply`]. [`identity`] owns the job name/comment format, [`connect`] builds a driver
+//! from a Site, [`jit`] is the hand-off of GitHub JIT configs to starting jobs.
 
+pub mod apply;
 pub mod cli;
+pub mod connect;
+pub mod identity;
+pub mod jit;
+pub mod observe;
+pub mod plan;
+pub mod render;
 pub mod rest;
+pub mod site;
 pub mod types;
 mod wire;
 
@@ -28,6 +42,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub trait SlurmDriver: Send + Sync {
     /// Submits a batch job and returns its job id.
     fn submit<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<u64>>;
+    /// Submits a batch job held (priority 0, reason `JobHeldUser`): it cannot start until
+    /// [`SlurmDriver::release`]d. drover submits runners held, checks the queue for
+    /// duplicates, then releases (see `docs/slurm.md`, "Submitting without duplicates").
+    fn submit_held<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<u64>>;
+    /// Releases a user hold.
+    fn release(&self, id: u64) -> BoxFuture<'_, Result<()>>;
     /// Lists the jobs slurmctld currently knows (including recently finished ones).
     fn jobs(&self) -> BoxFuture<'_, Result<Vec<Job>>>;
     /// Cancels a job.
@@ -134,6 +154,32 @@ fn join(errors: &[ApiError]) -> String {
     parts.join("; ")
 }
 
+/// Renders the site's runner job specs as JSON values, secrets masked (`drover render`).
+pub fn render_values(
+    ctx: &super::SiteContext<'_>,
+) -> std::result::Result<Vec<serde_json::Value>, String> {
+    Ok(render::render(ctx)?
+        .iter()
+        .map(|t| t.to_value(ctx.desired_runners(&t.set)))
+        .collect())
+}
+
+/// Observes the site (within its timeout) and plans it; on failure the plan is unknown
+/// ([`crate::plan::SitePlan::failed`]), never empty.
+pub async fn plan(ctx: &super::SiteContext<'_>) -> crate::plan::SitePlan {
+    match site::prepare(ctx).await {
+        Ok(prepared) => prepared.plan,
+        Err(failed) => failed,
+    }
+}
+
+/// Plans the site and applies the plan.
+pub async fn apply(
+    ctx: &super::SiteContext<'_>,
+) -> (crate::plan::SitePlan, crate::plan::ApplyReport) {
+    apply::apply(ctx).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,34 +215,4 @@ mod tests {
         );
         assert_eq!(e.label(), "api");
     }
-}
-
-/// Renders the site's runner job specs as JSON values (being built).
-pub fn render_values(
-    _ctx: &super::SiteContext<'_>,
-) -> std::result::Result<Vec<serde_json::Value>, String> {
-    Err("Slurm rendering is not built yet".into())
-}
-
-/// Observes and plans the site (being built).
-pub async fn plan(ctx: &super::SiteContext<'_>) -> crate::plan::SitePlan {
-    crate::plan::SitePlan::failed(
-        ctx.name(),
-        crate::plan::SiteKind::Slurm,
-        ctx.site.value.spec.policy,
-        "Slurm planning is not built yet",
-    )
-}
-
-/// Plans and applies the site (being built).
-pub async fn apply(
-    ctx: &super::SiteContext<'_>,
-) -> (crate::plan::SitePlan, crate::plan::ApplyReport) {
-    let plan = plan(ctx).await;
-    let report = crate::plan::ApplyReport {
-        site: ctx.name().into(),
-        refused: plan.error.clone(),
-        ..Default::default()
-    };
-    (plan, report)
 }

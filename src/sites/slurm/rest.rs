@@ -17,6 +17,12 @@ use super::{
 const SLURM_ERROR: i64 = -1;
 /// `SLURM_PROTOCOL_AUTHENTICATION_ERROR`.
 const PROTOCOL_AUTH_ERROR: i64 = 1007;
+/// An "Unspecified error" that took at least this long is slurmctld not answering
+/// slurmrestd, not a rejected token (which is answered at once); see `docs/slurm.md`.
+const SLOW_UNSPECIFIED: Duration = Duration::from_secs(3);
+/// `ESLURM_JOB_HELD`: "Job is in held state, pending scheduler release". slurmrestd lists
+/// it as an error next to the job id of a job submitted with `hold`; it is not a failure.
+const JOB_HELD: i64 = 2042;
 
 /// How to reach one slurmrestd.
 #[derive(Debug, Clone)]
@@ -111,6 +117,17 @@ impl RestDriver {
         endpoint: &str,
         body: Option<Value>,
     ) -> Result<Vec<u8>> {
+        self.request_allowing(method, endpoint, body, &[]).await
+    }
+
+    /// [`Self::request`], ignoring Slurm errors whose code is in `allowed`.
+    async fn request_allowing(
+        &self,
+        method: Method,
+        endpoint: &str,
+        body: Option<Value>,
+        allowed: &[i64],
+    ) -> Result<Vec<u8>> {
         let mut req = self
             .http
             .request(method, format!("{}{endpoint}", self.cfg.url))
@@ -120,6 +137,7 @@ impl RestDriver {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let bytes = resp
@@ -127,14 +145,42 @@ impl RestDriver {
             .await
             .map_err(|e| self.unreachable(&e))?
             .to_vec();
-        self.check(endpoint, status, bytes)
+        let result = self.check(endpoint, status, bytes, allowed);
+        match result {
+            Err(Error::Auth { detail, .. })
+                if detail.contains("(error -1)") && started.elapsed() >= SLOW_UNSPECIFIED =>
+            {
+                Err(self.controller_unreachable(endpoint, started.elapsed(), &detail))
+            }
+            other => other,
+        }
     }
 
-    fn check(&self, endpoint: &str, status: StatusCode, body: Vec<u8>) -> Result<Vec<u8>> {
+    /// Slurm 22.05 answers "Unspecified error" (-1) both for a rejected token (at once) and
+    /// when slurmrestd cannot reach slurmctld (after its connection retries, ~9 s here).
+    fn controller_unreachable(&self, endpoint: &str, took: Duration, detail: &str) -> Error {
+        Error::Unreachable {
+            url: self.cfg.url.clone(),
+            reason: format!(
+                "slurmrestd answered {endpoint} only after {:.0} s with Slurm's unspecified error ({detail}): \
+                 slurmctld is down or unreachable from slurmrestd",
+                took.as_secs_f64()
+            ),
+        }
+    }
+
+    fn check(
+        &self,
+        endpoint: &str,
+        status: StatusCode,
+        body: Vec<u8>,
+        allowed: &[i64],
+    ) -> Result<Vec<u8>> {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(self.auth(endpoint, format!("HTTP {status}")));
         }
-        let errors = wire::errors_of(&body);
+        let mut errors = wire::errors_of(&body);
+        errors.retain(|e| !e.code.is_some_and(|c| allowed.contains(&c)));
         if status.is_success() && errors.is_empty() {
             return Ok(body);
         }
@@ -198,10 +244,13 @@ impl RestDriver {
         parse(&body).map_err(|e| self.protocol(&endpoint, e))
     }
 
-    async fn submit_job(&self, spec: &JobSpec) -> Result<u64> {
+    async fn submit_job(&self, spec: &JobSpec, hold: bool) -> Result<u64> {
         let endpoint = self.path("job/submit").await?;
-        let body = wire::submit_body(spec, self.version().await?);
-        let answer = self.request(Method::POST, &endpoint, Some(body)).await?;
+        let body = wire::submit_body(spec, self.version().await?, hold);
+        let allowed: &[i64] = if hold { &[JOB_HELD] } else { &[] };
+        let answer = self
+            .request_allowing(Method::POST, &endpoint, Some(body), allowed)
+            .await?;
         match wire::parse_submit(&answer) {
             Ok(Some(id)) => Ok(id),
             Ok(None) => Err(self.protocol(&endpoint, "the answer has no job_id")),
@@ -212,6 +261,13 @@ impl RestDriver {
     async fn cancel_job(&self, id: u64) -> Result<()> {
         let endpoint = self.path(&format!("job/{id}")).await?;
         self.request(Method::DELETE, &endpoint, None)
+            .await
+            .map(drop)
+    }
+
+    async fn release_job(&self, id: u64) -> Result<()> {
+        let endpoint = self.path(&format!("job/{id}")).await?;
+        self.request(Method::POST, &endpoint, Some(wire::release_body()))
             .await
             .map(drop)
     }
@@ -237,7 +293,15 @@ fn looks_like_auth(errors: &[ApiError]) -> bool {
 
 impl SlurmDriver for RestDriver {
     fn submit<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(self.submit_job(spec))
+        Box::pin(self.submit_job(spec, false))
+    }
+
+    fn submit_held<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.submit_job(spec, true))
+    }
+
+    fn release(&self, id: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.release_job(id))
     }
 
     fn jobs(&self) -> BoxFuture<'_, Result<Vec<Job>>> {

@@ -383,12 +383,22 @@ fn expand_range(range: &str) -> Vec<String> {
     }
 }
 
-/// The JSON body of `POST .../job/submit` for `version`.
-pub fn submit_body(spec: &JobSpec, version: ApiVersion) -> Value {
-    match version {
+/// The JSON body of `POST .../job/submit` for `version`; `hold` submits the job held
+/// (priority 0) until [`release_body`] is posted to `.../job/{id}`.
+pub fn submit_body(spec: &JobSpec, version: ApiVersion, hold: bool) -> Value {
+    let mut body = match version {
         ApiVersion::V0038 => submit_body_v0038(spec),
         ApiVersion::V0040 => submit_body_v0040(spec),
+    };
+    if hold {
+        body["job"]["hold"] = json!(true);
     }
+    body
+}
+
+/// The JSON body of `POST .../job/{id}` that releases a user hold (both versions).
+pub fn release_body() -> Value {
+    json!({ "hold": false })
 }
 
 /// Environment with a `PATH` added if missing: REST jobs get no environment but this one.
@@ -604,7 +614,7 @@ mod tests {
 
     #[test]
     fn v0040_submit_body_nests_script_and_uses_no_val() {
-        let body = submit_body(&spec(), ApiVersion::V0040);
+        let body = submit_body(&spec(), ApiVersion::V0040, false);
         assert!(body.get("script").is_none());
         assert_eq!(body["job"]["script"], "#!/bin/sh\nsleep 1\n");
         assert_eq!(body["job"]["tres_per_node"], "gres/gpu:a100:1");
@@ -619,7 +629,12 @@ mod tests {
 
     #[test]
     fn v0038_submit_body_keeps_script_outside_job() {
-        let body = submit_body(&spec(), ApiVersion::V0038);
+        let body = submit_body(&spec(), ApiVersion::V0038, false);
+        assert!(body["job"].get("hold").is_none());
+        assert_eq!(
+            submit_body(&spec(), ApiVersion::V0038, true)["job"]["hold"],
+            true
+        );
         assert_eq!(body["script"], "#!/bin/sh\nsleep 1\n");
         assert_eq!(body["job"]["gres"], "gpu:a100:1");
         assert_eq!(body["job"]["memory_per_node"], 512);

@@ -16,6 +16,15 @@ pub fn apply_defaults(rt: &ResourceType, obj: &mut Value, cluster_ip: &mut dyn F
                 pod_spec(spec);
             }
         }
+        ("", "PodTemplate") => {
+            if let Some(spec) = object_field(obj, "template").and_then(|t| object_field(t, "spec"))
+            {
+                pod_spec(spec);
+            }
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            default(obj, "preemptionPolicy", json!("PreemptLowerPriority"));
+        }
         ("", "Service") => service(obj, cluster_ip),
         ("apps", "Deployment") => deployment(obj),
         ("apps", "DaemonSet") => daemon_set(obj),

@@ -48,6 +48,8 @@
 //!   CRD schema are not validated.
 //! - Validation covers names (DNS-1123), labels, Pod containers, workload selector vs
 //!   template labels and selector immutability, and CRD naming; not the full rule set.
+//! - PodTemplate (v1) and PriorityClass (scheduling.k8s.io/v1) were added for the
+//!   Kubernetes driver; PodTemplate's `template.spec` gets the Pod spec defaults.
 //! - Defaults cover the fields listed in [`defaults`]; admission plugins (e.g. service
 //!   account or toleration injection) are not emulated.
 

@@ -115,6 +115,7 @@ pub fn builtin_types() -> Vec<ResourceType> {
         builtin("", "Secret", "secrets", true, &[], false),
         builtin("", "ConfigMap", "configmaps", true, &["cm"], false),
         builtin("", "Pod", "pods", true, &["po"], true),
+        builtin("", "PodTemplate", "podtemplates", true, &[], false),
         builtin("", "Node", "nodes", false, &["no"], true),
         builtin(
             "",
@@ -184,6 +185,14 @@ pub fn builtin_types() -> Vec<ResourceType> {
             true,
         ),
         builtin("coordination.k8s.io", "Lease", "leases", true, &[], false),
+        builtin(
+            "scheduling.k8s.io",
+            "PriorityClass",
+            "priorityclasses",
+            false,
+            &["pc"],
+            false,
+        ),
         builtin(
             "policy",
             "PodDisruptionBudget",

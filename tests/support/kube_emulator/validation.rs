@@ -40,6 +40,7 @@ fn typed_round_trip(rt: &ResourceType) -> Option<RoundTrip> {
         ("", "Secret") => round_trip::<core::v1::Secret>,
         ("", "ConfigMap") => round_trip::<core::v1::ConfigMap>,
         ("", "Pod") => round_trip::<core::v1::Pod>,
+        ("", "PodTemplate") => round_trip::<core::v1::PodTemplate>,
         ("", "Node") => round_trip::<core::v1::Node>,
         ("", "ResourceQuota") => round_trip::<core::v1::ResourceQuota>,
         ("", "Service") => round_trip::<core::v1::Service>,
@@ -57,6 +58,9 @@ fn typed_round_trip(rt: &ResourceType) -> Option<RoundTrip> {
             round_trip::<CustomResourceDefinition>
         }
         ("coordination.k8s.io", "Lease") => round_trip::<coordination::v1::Lease>,
+        ("scheduling.k8s.io", "PriorityClass") => {
+            round_trip::<k8s_openapi::api::scheduling::v1::PriorityClass>
+        }
         ("policy", "PodDisruptionBudget") => round_trip::<policy::v1::PodDisruptionBudget>,
         _ => return None,
     };

@@ -1,0 +1,155 @@
+//! The service's HTTP endpoints (axum): `/healthz`, `/readyz`, `/metrics`, `/status`,
+//! the status page at `/`, `POST /webhook` (GitHub, HMAC-verified) and `POST /reconcile`
+//! (bearer token).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::metrics::WebhookLabels;
+use super::{Service, Trigger, webhook};
+
+/// The router of every endpoint.
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/webhook", post(github_webhook))
+        .route("/reconcile", post(manual_trigger))
+        .layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+/// Serves until `stop` turns true, then drains open connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+async fn ready(State(service): State<Arc<Service>>) -> Response {
+    if service.status().ready {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the first reconcile has not finished",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        service.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn status(State(service): State<Arc<Service>>) -> Response {
+    axum::Json(service.status()).into_response()
+}
+
+async fn page(State(service): State<Arc<Service>>) -> Html<String> {
+    Html(super::page::render(&service.status()))
+}
+
+fn count_delivery(service: &Service, event: &str, outcome: &str) {
+    service
+        .metrics
+        .webhook_deliveries
+        .get_or_create(&WebhookLabels {
+            event: event.into(),
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
+async fn github_webhook(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let event = text("x-github-event").unwrap_or("unknown").to_string();
+    let Some(secret) = &service.config().webhook_secret else {
+        count_delivery(&service, &event, "bad_signature");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "webhooks are disabled: no webhook secret configured",
+        )
+            .into_response();
+    };
+    if let Err(err) = webhook::verify(
+        secret.expose().as_bytes(),
+        &body,
+        text("x-hub-signature-256"),
+    ) {
+        count_delivery(&service, &event, "bad_signature");
+        tracing::warn!(%event, error = %err, "refused webhook delivery");
+        return (StatusCode::UNAUTHORIZED, err.to_string()).into_response();
+    }
+    if let Some(id) = text("x-github-delivery")
+        && !service.first_delivery(id)
+    {
+        count_delivery(&service, &event, "duplicate");
+        return (StatusCode::OK, "duplicate delivery").into_response();
+    }
+    match event.as_str() {
+        "push" => {
+            count_delivery(&service, &event, "accepted");
+            service.trigger(Trigger::Full);
+            (StatusCode::ACCEPTED, "reconcile queued").into_response()
+        }
+        "ping" => {
+            count_delivery(&service, &event, "accepted");
+            (StatusCode::OK, "pong").into_response()
+        }
+        _ => {
+            count_delivery(&service, &event, "ignored");
+            (StatusCode::ACCEPTED, "event ignored").into_response()
+        }
+    }
+}
+
+async fn manual_trigger(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
+    let Some(token) = &service.config().trigger_token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "manual triggers are disabled: no trigger token configured",
+        )
+            .into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let matches = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes()));
+    if !matches {
+        return (StatusCode::UNAUTHORIZED, "bad or missing bearer token").into_response();
+    }
+    service.trigger(Trigger::Full);
+    (StatusCode::ACCEPTED, "reconcile queued").into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,156 @@
+//! Prometheus metrics of the service (prometheus-client), one registry, text exposition.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels: one site.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteLabels {
+    /// Site name.
+    pub site: String,
+}
+
+/// Labels: a site and an outcome (`ok`, `changed`, `failed`, `refused`, `report_only`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Site name.
+    pub site: String,
+    /// Outcome of the reconcile.
+    pub outcome: String,
+}
+
+/// Labels: a site and the revision applied there.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    /// Site name.
+    pub site: String,
+    /// Commit id (or working-directory digest).
+    pub revision: String,
+}
+
+/// Labels: a site and a finding severity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    /// Site name.
+    pub site: String,
+    /// `warning` or `error`.
+    pub severity: String,
+}
+
+/// Labels: a webhook event and what happened to it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// GitHub event name (`push`, `ping`, ...).
+    pub event: String,
+    /// `accepted`, `duplicate`, `bad_signature`, `ignored`, `too_large`.
+    pub outcome: String,
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Seconds per site reconcile.
+    pub reconcile_duration: Family<SiteLabels, Histogram>,
+    /// Reconciles per site and outcome.
+    pub reconciles: Family<OutcomeLabels, Counter>,
+    /// 1 for the revision currently applied to a site.
+    pub applied_revision: Family<RevisionLabels, Gauge>,
+    /// Objects that differ from the fleet, per site (at the last plan).
+    pub drifted_objects: Family<SiteLabels, Gauge>,
+    /// Site check findings per site and severity.
+    pub findings: Family<FindingLabels, Gauge>,
+    /// Fleet revisions refused because they failed validation.
+    pub validation_failures: Counter,
+    /// Failed fetches of the fleet source.
+    pub source_errors: Counter,
+    /// Webhook deliveries per event and outcome.
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
+    /// Triggers merged into an already pending reconcile.
+    pub triggers_coalesced: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `drover` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("drover");
+        let reconcile_duration = Family::<SiteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0])
+        });
+        let m = Self {
+            reconcile_duration,
+            reconciles: Family::default(),
+            applied_revision: Family::default(),
+            drifted_objects: Family::default(),
+            findings: Family::default(),
+            validation_failures: Counter::default(),
+            source_errors: Counter::default(),
+            webhook_deliveries: Family::default(),
+            triggers_coalesced: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one site reconcile",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconciles",
+            "Site reconciles by outcome",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "applied_revision",
+            "Fleet revision applied to a site (1 = current)",
+            m.applied_revision.clone(),
+        );
+        registry.register(
+            "drifted_objects",
+            "Objects that differ from the fleet at the last plan",
+            m.drifted_objects.clone(),
+        );
+        registry.register(
+            "site_findings",
+            "Site check findings at the last plan",
+            m.findings.clone(),
+        );
+        registry.register(
+            "validation_failures",
+            "Fleet revisions refused by validation",
+            m.validation_failures.clone(),
+        );
+        registry.register(
+            "source_errors",
+            "Failed fetches of the fleet source",
+            m.source_errors.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by event and outcome",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "triggers_coalesced",
+            "Triggers merged into a pending reconcile",
+            m.triggers_coalesced.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

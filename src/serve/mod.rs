@@ -1,0 +1,562 @@
+//! `drover serve`: the long-running GitOps service.
+//!
+//! One loop owns reconciliation. Triggers (poll ticks, full-reconcile ticks, verified
+//! `push` webhooks, authenticated manual requests) go into a queue of one, so triggers
+//! that arrive during a reconcile coalesce into a single next run, and a site is never
+//! reconciled twice at once. Each run fetches the source, validates a new revision (an
+//! invalid one is refused: the last good revision stays applied), then reconciles every
+//! site concurrently with its own deadline. A shutdown signal stops intake; an in-flight
+//! run finishes before the loop exits.
+
+pub mod http;
+pub mod lease;
+pub mod metrics;
+pub mod page;
+pub mod status;
+pub mod webhook;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::credentials::Secret;
+use crate::fleet::model::SitePolicy;
+use crate::fleet::{self, FleetRepo, LoadOptions};
+use crate::plan::{ApplyReport, SitePlan};
+use crate::reconcile;
+use crate::sites::RunOptions;
+
+use self::metrics::{FindingLabels, Metrics, OutcomeLabels, RevisionLabels, SiteLabels};
+use self::status::{SiteStatus, Status};
+
+/// A boxed future, for object-safe traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A fetched fleet: a revision id and a directory holding the tree at that revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Commit id, or a content digest for a local directory.
+    pub revision: String,
+    /// Directory to validate and load.
+    pub dir: PathBuf,
+}
+
+/// Where the service reads the fleet from (a git remote, or a local directory).
+pub trait FleetSource: Send + Sync {
+    /// Fetches the newest revision. Errors are shown to people, so they never contain
+    /// credentials.
+    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, String>>;
+    /// A description for the status page (a URL without credentials, or a path).
+    fn location(&self) -> String;
+}
+
+/// A fleet read from a local directory; the revision is a digest of its YAML files.
+pub struct LocalDir(pub PathBuf);
+
+impl FleetSource for LocalDir {
+    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, String>> {
+        let dir = self.0.clone();
+        Box::pin(async move {
+            let digest = tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || digest_dir(&dir)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            Ok(Snapshot {
+                revision: digest,
+                dir,
+            })
+        })
+    }
+
+    fn location(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+/// A stable digest of every file's path and content under `dir` (hidden entries skipped).
+fn digest_dir(dir: &std::path::Path) -> Result<String, String> {
+    use sha2::{Digest, Sha256};
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    files.sort();
+    let mut hash = Sha256::new();
+    for (rel, path) in files {
+        hash.update(rel.as_bytes());
+        hash.update(
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        );
+    }
+    Ok(format!("dir-{}", &hex::encode(hash.finalize())[..12]))
+}
+
+fn collect_files(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    out: &mut Vec<(String, PathBuf)>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(root, &path, out)?;
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            out.push((rel, path));
+        }
+    }
+    Ok(())
+}
+
+/// Service settings (from the config file, flags and environment; see `drover serve --help`).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address of the HTTP listener (health, metrics, status, webhooks).
+    pub listen: SocketAddr,
+    /// How often the source is polled for new revisions.
+    pub poll_interval: Duration,
+    /// How often every site is reconciled even without new revisions (drift repair).
+    pub reconcile_interval: Duration,
+    /// HMAC secret of GitHub webhooks; without it `/webhook` refuses every delivery.
+    pub webhook_secret: Option<Secret>,
+    /// Bearer token for `POST /reconcile`; without it the endpoint is disabled.
+    pub trigger_token: Option<Secret>,
+    /// Options for the site drivers.
+    pub run_options: RunOptions,
+    /// Leader election for several replicas; a single replica (`None`) always leads.
+    pub lease: Option<lease::LeaseConfig>,
+}
+
+/// Why a reconcile was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A poll tick: reconcile only if the source has a new revision.
+    Poll,
+    /// A full reconcile of every site (schedule, push webhook, manual request).
+    Full,
+}
+
+/// The running service's shared state.
+pub struct Service {
+    config: ServeConfig,
+    source: Box<dyn FleetSource>,
+    status: RwLock<Status>,
+    /// Exported metrics.
+    pub metrics: Metrics,
+    deliveries: Mutex<webhook::Deliveries>,
+    triggers: mpsc::Sender<Trigger>,
+    good: Mutex<Option<(String, Arc<FleetRepo>)>>,
+    last_fetched: Mutex<Option<String>>,
+}
+
+impl Service {
+    /// Creates the service and the receiving end of its trigger queue.
+    pub fn new(
+        config: ServeConfig,
+        source: Box<dyn FleetSource>,
+    ) -> (Arc<Self>, mpsc::Receiver<Trigger>) {
+        let (triggers, rx) = mpsc::channel(1);
+        let status = Status {
+            leader: true,
+            source: status::SourceStatus {
+                location: source.location(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let service = Arc::new(Self {
+            config,
+            source,
+            status: RwLock::new(status),
+            metrics: Metrics::new(),
+            deliveries: Mutex::new(webhook::Deliveries::new(1024)),
+            triggers,
+            good: Mutex::new(None),
+            last_fetched: Mutex::new(None),
+        });
+        (service, rx)
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status.read().expect("status lock").clone()
+    }
+
+    /// Queues a reconcile; merged into the pending one if there is one.
+    pub fn trigger(&self, trigger: Trigger) {
+        if self.triggers.try_send(trigger).is_err() {
+            self.metrics.triggers_coalesced.inc();
+        }
+    }
+
+    /// One reconcile run: fetch, validate if new, reconcile every site.
+    pub async fn run_once(self: &Arc<Self>, trigger: Trigger) {
+        let span = tracing::info_span!("reconcile", ?trigger);
+        async {
+            let new_revision = self.refresh().await;
+            if trigger == Trigger::Poll && !new_revision {
+                return;
+            }
+            let good = self.good.lock().expect("good lock").clone();
+            match good {
+                Some((revision, repo)) => self.reconcile_sites(revision, repo).await,
+                None => tracing::warn!("no valid fleet revision yet; nothing reconciled"),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Fetches the source and validates a new revision; `true` when a new good revision
+    /// was adopted.
+    async fn refresh(&self) -> bool {
+        let snapshot = match self.source.fetch().await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::error!(error = %err, "fetching the fleet failed; keeping the last good revision");
+                self.metrics.source_errors.inc();
+                self.status.write().expect("status lock").source.fetch_error = Some(err);
+                return false;
+            }
+        };
+        {
+            let mut st = self.status.write().expect("status lock");
+            st.source.fetch_error = None;
+            st.source.last_fetch = Some(status::now());
+            st.source.fetched_revision = Some(snapshot.revision.clone());
+        }
+        let seen = {
+            let mut last = self.last_fetched.lock().expect("fetched lock");
+            let seen = last.as_deref() == Some(snapshot.revision.as_str());
+            *last = Some(snapshot.revision.clone());
+            seen
+        };
+        if seen {
+            return false;
+        }
+        self.adopt(snapshot).await
+    }
+
+    async fn adopt(&self, snapshot: Snapshot) -> bool {
+        let dir = snapshot.dir.clone();
+        let validation =
+            tokio::task::spawn_blocking(move || fleet::validate_dir(&dir, &LoadOptions::default()))
+                .await;
+        let errors: Vec<String> = match &validation {
+            Ok(Ok(v)) if v.is_valid() => Vec::new(),
+            Ok(Ok(v)) => v
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .take(50)
+                .map(|d| d.to_string())
+                .collect(),
+            Ok(Err(err)) => vec![err.to_string()],
+            Err(err) => vec![err.to_string()],
+        };
+        if !errors.is_empty() {
+            tracing::error!(revision = %snapshot.revision, errors = errors.len(), "fleet revision is invalid; keeping the last good revision");
+            self.metrics.validation_failures.inc();
+            self.status
+                .write()
+                .expect("status lock")
+                .source
+                .validation_errors = errors;
+            return false;
+        }
+        let repo = validation.expect("checked").expect("checked").repo;
+        tracing::info!(revision = %snapshot.revision, "adopted fleet revision");
+        *self.good.lock().expect("good lock") = Some((snapshot.revision.clone(), Arc::new(repo)));
+        let mut st = self.status.write().expect("status lock");
+        st.source.good_revision = Some(snapshot.revision);
+        st.source.validation_errors.clear();
+        true
+    }
+
+    /// Reconciles every site, each in its own task: a panicking driver cannot take the
+    /// loop down, and sites never wait on each other.
+    async fn reconcile_sites(self: &Arc<Self>, revision: String, repo: Arc<FleetRepo>) {
+        let leader = self.status.read().expect("status lock").leader;
+        let mut tasks = Vec::new();
+        for name in repo.sites.keys().cloned() {
+            let (service, repo, revision) = (self.clone(), repo.clone(), revision.clone());
+            tasks.push(tokio::spawn(async move {
+                service.reconcile_site(revision, repo, name, leader).await;
+            }));
+        }
+        for task in tasks {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "a site reconcile task failed");
+            }
+        }
+        self.status.write().expect("status lock").ready = true;
+    }
+
+    async fn reconcile_site(
+        &self,
+        revision: String,
+        repo: Arc<FleetRepo>,
+        name: String,
+        leader: bool,
+    ) {
+        let (repo, name, revision) = (repo.as_ref(), name.as_str(), revision.as_str());
+        let started = Instant::now();
+        let options = &self.config.run_options;
+        let (plan, report) = if leader {
+            match reconcile::apply(repo, options, Some(name)).await {
+                Ok((mut plan, mut reports)) => (plan.sites.remove(0), reports.pop()),
+                Err(err) => (failed_plan(repo, name, &err.to_string()), None),
+            }
+        } else {
+            match reconcile::plan(repo, options, Some(name)).await {
+                Ok(mut plan) => (plan.sites.remove(0), None),
+                Err(err) => (failed_plan(repo, name, &err.to_string()), None),
+            }
+        };
+        let outcome = outcome(&plan, report.as_ref());
+        self.record(revision, name, &plan, outcome, started.elapsed());
+    }
+
+    fn record(&self, revision: &str, name: &str, plan: &SitePlan, outcome: &str, took: Duration) {
+        let site = SiteLabels {
+            site: name.to_string(),
+        };
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&site)
+            .observe(took.as_secs_f64());
+        self.metrics
+            .reconciles
+            .get_or_create(&OutcomeLabels {
+                site: name.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        let counts = plan.counts();
+        self.metrics
+            .drifted_objects
+            .get_or_create(&site)
+            .set((counts.create + counts.update + counts.delete) as i64);
+        for severity in ["warning", "error"] {
+            let n = plan
+                .findings
+                .iter()
+                .filter(|f| format!("{:?}", f.severity).eq_ignore_ascii_case(severity))
+                .count();
+            self.metrics
+                .findings
+                .get_or_create(&FindingLabels {
+                    site: name.into(),
+                    severity: severity.into(),
+                })
+                .set(n as i64);
+        }
+        let applied = plan.error.is_none() && outcome != "refused";
+        let mut st = self.status.write().expect("status lock");
+        let previous = st.sites.get(name).and_then(|s| s.revision.clone());
+        let revision_now = if applied {
+            Some(revision.to_string())
+        } else {
+            previous.clone()
+        };
+        if applied && previous.as_deref() != Some(revision) {
+            if let Some(prev) = previous {
+                self.metrics
+                    .applied_revision
+                    .get_or_create(&RevisionLabels {
+                        site: name.into(),
+                        revision: prev,
+                    })
+                    .set(0);
+            }
+            self.metrics
+                .applied_revision
+                .get_or_create(&RevisionLabels {
+                    site: name.into(),
+                    revision: revision.into(),
+                })
+                .set(1);
+        }
+        st.sites.insert(
+            name.to_string(),
+            SiteStatus::from_plan(plan, revision_now, outcome, took.as_millis() as u64),
+        );
+    }
+
+    /// Records a webhook delivery; `false` when its id was seen before.
+    pub fn first_delivery(&self, id: &str) -> bool {
+        self.deliveries
+            .lock()
+            .expect("deliveries lock")
+            .first_time(id)
+    }
+
+    /// The service settings.
+    pub fn config(&self) -> &ServeConfig {
+        &self.config
+    }
+}
+
+fn failed_plan(repo: &FleetRepo, name: &str, error: &str) -> SitePlan {
+    let (kind, policy) = repo
+        .sites
+        .get(name)
+        .map(|s| (crate::sites::kind_of(&s.value), s.value.spec.policy))
+        .unwrap_or((crate::plan::SiteKind::Kubernetes, SitePolicy::Apply));
+    SitePlan::failed(name, kind, policy, error)
+}
+
+fn outcome(plan: &SitePlan, report: Option<&ApplyReport>) -> &'static str {
+    if plan.error.is_some() {
+        return "failed";
+    }
+    if plan.policy == SitePolicy::ReportOnly {
+        return "report_only";
+    }
+    match report {
+        Some(r) if r.refused.is_some() => "refused",
+        Some(r) if !r.failed.is_empty() => "failed",
+        Some(r) if !r.applied.is_empty() => "changed",
+        _ if plan.has_changes() => "changed",
+        _ => "ok",
+    }
+}
+
+/// Runs the service until `shutdown` resolves: the HTTP listener, the tickers and the
+/// reconcile loop. An in-flight reconcile finishes before this returns.
+pub async fn run(
+    service: Arc<Service>,
+    triggers: mpsc::Receiver<Trigger>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(service.config.listen).await?;
+    run_with_listener(service, triggers, listener, shutdown).await
+}
+
+/// [`run`] on an already bound listener (tests bind port 0 and read the address).
+pub async fn run_with_listener(
+    service: Arc<Service>,
+    mut triggers: mpsc::Receiver<Trigger>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = http::serve(listener, service.clone(), stop_rx.clone());
+    let tickers = tickers(service.clone(), stop_rx.clone());
+    let election = elect(service.clone(), stop_rx.clone());
+    service.trigger(Trigger::Full);
+    let mut stop = stop_rx.clone();
+    let looped = service.clone();
+    let reconcile_loop = async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                Some(trigger) = triggers.recv() => looped.run_once(trigger).await,
+            }
+        }
+    };
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing the in-flight reconcile");
+        let _ = stop_tx.send(true);
+    };
+    let (served, ..) = tokio::join!(server, tickers, election, reconcile_loop, signal);
+    served
+}
+
+/// Runs election rounds every third of the lease duration until stopped, then releases
+/// the lease so a follower takes over at once. Without a lease this replica leads.
+async fn elect(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(config) = service.config.lease.clone() else {
+        return;
+    };
+    service.status.write().expect("status lock").leader = false;
+    crate::tls::install_crypto_provider();
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(error = %err, "no Kubernetes client for the lease; this replica will not apply");
+            return;
+        }
+    };
+    let period = config.duration / 3;
+    let elector = lease::Elector::new(client, config);
+    loop {
+        let leader = match elector.round().await {
+            Ok(role) => role == lease::Role::Leader,
+            Err(err) => {
+                tracing::warn!(error = %err, "lease round failed; acting as follower");
+                false
+            }
+        };
+        let was = std::mem::replace(
+            &mut service.status.write().expect("status lock").leader,
+            leader,
+        );
+        if was != leader {
+            tracing::info!(leader, "leadership changed");
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+    if let Err(err) = elector.release().await {
+        tracing::warn!(error = %err, "releasing the lease failed; a follower takes over when it expires");
+    }
+}
+
+async fn tickers(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut poll = tokio::time::interval(service.config.poll_interval);
+    let mut full = tokio::time::interval(service.config.reconcile_interval);
+    poll.tick().await;
+    full.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = poll.tick() => service.trigger(Trigger::Poll),
+            _ = full.tick() => service.trigger(Trigger::Full),
+        }
+    }
+}
+
+/// A git remote as the service's source: fetch the reference, snapshot its tree.
+pub struct GitFleet(pub crate::source::GitSource);
+
+impl FleetSource for GitFleet {
+    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, String>> {
+        Box::pin(async move {
+            let revision = self.0.fetch().await.map_err(|e| e.to_string())?;
+            let snapshot = self
+                .0
+                .snapshot(&revision)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Snapshot {
+                revision: revision.commit.clone(),
+                dir: snapshot.path().to_path_buf(),
+            })
+        })
+    }
+
+    fn location(&self) -> String {
+        format!("{} ({})", self.0.url_for_display(), self.0.reference())
+    }
+}

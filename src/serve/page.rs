@@ -1,0 +1,136 @@
+//! The status page: one table row per site (revision, last reconcile, drift, findings,
+//! runners), the source state, and validation errors, readable at a glance. Plain HTML with
+//! inline CSS, no scripts; it reloads itself every 30 seconds.
+
+use std::fmt::Write;
+
+use super::status::Status;
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn short(rev: Option<&str>) -> String {
+    rev.map_or_else(
+        || "—".to_string(),
+        |r| esc(&r.chars().take(12).collect::<String>()),
+    )
+}
+
+fn ago(then: u64) -> String {
+    let secs = super::status::now().saturating_sub(then);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
+/// Renders the page.
+pub fn render(status: &Status) -> String {
+    let mut out = String::from(HEAD);
+    let src = &status.source;
+    let health = if !src.validation_errors.is_empty() || src.fetch_error.is_some() {
+        "bad"
+    } else {
+        "good"
+    };
+    let _ = write!(
+        out,
+        "<section class=\"source {health}\"><h2>Fleet source</h2><p><b>{}</b></p>\
+         <p>Applied revision <code>{}</code> · fetched <code>{}</code>{}</p>",
+        esc(&src.location),
+        short(src.good_revision.as_deref()),
+        short(src.fetched_revision.as_deref()),
+        src.last_fetch
+            .map(|t| format!(" · {}", ago(t)))
+            .unwrap_or_default()
+    );
+    if let Some(err) = &src.fetch_error {
+        let _ = write!(out, "<p class=\"err\">Fetch failed: {}</p>", esc(err));
+    }
+    if !src.validation_errors.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"err\">Revision {} refused: it failed validation. Still applying the last good revision.</p><ul>",
+            short(src.fetched_revision.as_deref())
+        );
+        for e in &src.validation_errors {
+            let _ = write!(out, "<li><code>{}</code></li>", esc(e));
+        }
+        out.push_str("</ul>");
+    }
+    out.push_str("</section>");
+    sites_table(&mut out, status);
+    out.push_str("</main></body></html>\n");
+    out
+}
+
+fn sites_table(out: &mut String, status: &Status) {
+    out.push_str(
+        "<h2>Sites</h2><table><thead><tr><th>Site</th><th>Kind</th><th>Policy</th><th>State</th>\
+         <th>Revision</th><th>Last reconcile</th><th>Drift</th><th>Findings</th><th>Runners</th></tr></thead><tbody>",
+    );
+    if status.sites.is_empty() {
+        out.push_str("<tr><td colspan=\"9\">No site reconciled yet.</td></tr>");
+    }
+    for (name, site) in &status.sites {
+        let drift = site.changes.create + site.changes.update + site.changes.delete;
+        let findings: Vec<String> = site
+            .findings
+            .iter()
+            .map(|f| format!("{}: {}", esc(&f.subject), esc(&f.message)))
+            .collect();
+        let runners: Vec<String> = site
+            .runners
+            .iter()
+            .map(|(set, n)| format!("{} {n}", esc(set)))
+            .collect();
+        let state = site
+            .error
+            .as_ref()
+            .map_or_else(|| esc(&site.outcome), |e| format!("failed: {}", esc(e)));
+        let _ = write!(
+            out,
+            "<tr class=\"{}\"><td><b>{}</b></td><td>{:?}</td><td>{}</td><td>{state}</td><td><code>{}</code></td><td>{} ({} ms)</td>\
+             <td>{drift}</td><td>{}</td><td>{}</td></tr>",
+            if site.error.is_some() || site.outcome == "failed" {
+                "bad"
+            } else if drift > 0 || !site.findings.is_empty() {
+                "warn"
+            } else {
+                "good"
+            },
+            esc(name),
+            site.kind,
+            esc(&site.policy),
+            short(site.revision.as_deref()),
+            ago(site.last_reconcile),
+            site.duration_ms,
+            if findings.is_empty() {
+                "none".into()
+            } else {
+                findings.join("<br>")
+            },
+            if runners.is_empty() {
+                "—".into()
+            } else {
+                runners.join(", ")
+            },
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"refresh\" content=\"30\"><title>drover status</title><style>\
+body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1c1e21}\
+header{background:#1f2937;color:#fff;padding:12px 24px}main{padding:16px 24px}\
+table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}\
+tr.bad td:first-child{border-left:6px solid #dc2626}tr.warn td:first-child{border-left:6px solid #d97706}tr.good td:first-child{border-left:6px solid #16a34a}\
+section.source{background:#fff;padding:8px 16px;margin-bottom:16px;border-left:6px solid #16a34a}section.source.bad{border-left-color:#dc2626}\
+.err{color:#b91c1c}code{font-size:90%}</style></head><body><header><h1>drover</h1></header><main>";

@@ -1,0 +1,358 @@
+//! Plan (pure): desired objects + observed objects → per-object create / update / delete /
+//! unchanged with diffs, node label/taint patches, and findings. No I/O; the benchmark and
+//! unit tests call [`compute`] with plain values.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value, json};
+
+use super::checks;
+use super::kinds::{self, KindInfo};
+use super::normalize::{self, desired_view, project};
+use super::observe::Observed;
+use super::render::Rendered;
+use crate::fleet::model::SitePolicy;
+use crate::plan::{Action, Change, Finding, FindingSeverity, SiteKind, SitePlan, Target};
+use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL};
+
+/// Settings of one plan.
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    /// Site name.
+    pub site: String,
+    /// Site policy.
+    pub policy: SitePolicy,
+    /// The owning fleet (value of the owner label).
+    pub fleet: String,
+    /// Whether owned objects no longer declared are deleted.
+    pub prune: bool,
+    /// Whether the desired state is complete (every fleet document valid). When it is not,
+    /// nothing is pruned: a missing document must not read as "delete its objects".
+    pub desired_complete: bool,
+}
+
+/// One write the apply step performs.
+#[derive(Debug, Clone)]
+pub struct Op {
+    /// Create, update or delete.
+    pub action: Action,
+    /// What.
+    pub target: Target,
+    /// Its kind.
+    pub kind: KindInfo,
+    /// The object to apply (create/update), or the live object (delete).
+    pub object: Value,
+    /// Why this op cannot be performed (e.g. its CRD is not installed).
+    pub blocked: Option<String>,
+}
+
+/// A computed plan: what is shown, and what apply does.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The plan as shown.
+    pub plan: SitePlan,
+    /// The writes, in apply order (deletes last).
+    pub ops: Vec<Op>,
+    /// How many owned objects exist on the site (the mass-prune base).
+    pub owned_count: usize,
+}
+
+type Key = (String, Option<String>, String);
+
+fn key_of(obj: &Value) -> Key {
+    (
+        obj["kind"].as_str().unwrap_or_default().to_string(),
+        obj["metadata"]["namespace"].as_str().map(str::to_string),
+        obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn target_of(key: &Key) -> Target {
+    Target {
+        kind: key.0.clone(),
+        namespace: key.1.clone(),
+        name: key.2.clone(),
+    }
+}
+
+/// Whether a live object carries drover's ownership labels for `fleet`.
+pub fn is_owned(obj: &Value, fleet: &str) -> bool {
+    let labels = &obj["metadata"]["labels"];
+    labels[MANAGED_BY_LABEL].as_str() == Some(MANAGED_BY)
+        && labels[OWNER_LABEL].as_str() == Some(fleet)
+}
+
+fn push(
+    plan: &mut SitePlan,
+    ops: &mut Vec<Op>,
+    kind: KindInfo,
+    key: Key,
+    desired: &Value,
+    live: Option<&Value>,
+    blocked: Option<String>,
+) {
+    let view = if normalize::has_empty(desired) {
+        std::borrow::Cow::Owned(desired_view(desired))
+    } else {
+        std::borrow::Cow::Borrowed(desired)
+    };
+    let (action, diff) = match live {
+        None => (Action::Create, Some(normalize::diff(&Value::Null, &view))),
+        Some(l) if normalize::projection_matches(&view, l) => (Action::Unchanged, None),
+        Some(l) => {
+            let projected = project(&view, l);
+            if projected == *view {
+                (Action::Unchanged, None)
+            } else {
+                (Action::Update, Some(normalize::diff(&projected, &view)))
+            }
+        }
+    };
+    let target = target_of(&key);
+    if action != Action::Unchanged {
+        ops.push(Op {
+            action,
+            target: target.clone(),
+            kind,
+            object: desired.clone(),
+            blocked: blocked.clone(),
+        });
+    }
+    plan.changes.push(Change {
+        action,
+        target,
+        diff,
+        reason: if action == Action::Unchanged {
+            None
+        } else {
+            blocked
+        },
+    });
+}
+
+/// Computes the plan of one site.
+pub fn compute(rendered: &Rendered, observed: &Observed, settings: &PlanSettings) -> Planned {
+    let mut plan = SitePlan::new(&settings.site, SiteKind::Kubernetes, settings.policy);
+    let mut ops = Vec::new();
+    let live: HashMap<Key, &Value> = observed
+        .owned
+        .iter()
+        .filter(|o| is_owned(o, &settings.fleet))
+        .map(|o| (key_of(o), o))
+        .collect();
+    let mut desired_keys = std::collections::HashSet::new();
+
+    let mut rendered_objects: Vec<&Value> = rendered.objects.iter().collect();
+    rendered_objects.sort_by_cached_key(|o| {
+        kinds::lookup(
+            o["apiVersion"].as_str().unwrap_or_default(),
+            o["kind"].as_str().unwrap_or_default(),
+        )
+        .map_or(u8::MAX, |k| k.tier)
+    });
+    for obj in rendered_objects {
+        let Some(kind) = kinds::lookup(
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        ) else {
+            continue;
+        };
+        let key = key_of(obj);
+        desired_keys.insert(key.clone());
+        let blocked = kind
+            .crd
+            .filter(|crd| !observed.crds.contains(*crd))
+            .map(|crd| format!("CRD {crd} is not installed"));
+        push(
+            &mut plan,
+            &mut ops,
+            kind,
+            key.clone(),
+            obj,
+            live.get(&key).copied(),
+            blocked,
+        );
+    }
+
+    // Node labels and taints: one patch per node, merging every pool that selects it.
+    for (node, patch) in node_patches(rendered, observed) {
+        let key = ("Node".to_string(), None, node.clone());
+        let live_node = observed
+            .nodes
+            .iter()
+            .find(|n| n["metadata"]["name"] == node.as_str());
+        push(
+            &mut plan,
+            &mut ops,
+            kinds::NODE,
+            key,
+            &patch,
+            live_node,
+            None,
+        );
+    }
+
+    // Owned objects that are no longer declared.
+    let mut orphans: Vec<(&Key, &Value)> = live
+        .iter()
+        .filter(|(k, _)| !desired_keys.contains(*k))
+        .map(|(k, v)| (k, *v))
+        .collect();
+    orphans.sort_by_key(|(k, v)| {
+        let tier = kinds::lookup(
+            v["apiVersion"].as_str().unwrap_or_default(),
+            v["kind"].as_str().unwrap_or_default(),
+        )
+        .map_or(0, |k| k.tier);
+        (std::cmp::Reverse(tier), (*k).clone())
+    });
+    let mut pending = Vec::new();
+    for (key, obj) in orphans {
+        let Some(kind) = kinds::lookup(
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        ) else {
+            continue;
+        };
+        let target = target_of(key);
+        if kind == kinds::NAMESPACE {
+            plan.findings.push(Finding::new(
+                FindingSeverity::Warning,
+                "namespace-not-pruned",
+                target.to_string(),
+                "owned by drover and no longer declared; namespaces are never pruned (deleting one deletes everything in it, drover's or not): delete it by hand if it is unused",
+            ));
+            continue;
+        }
+        if !(settings.prune && settings.desired_complete) {
+            pending.push(target.to_string());
+            continue;
+        }
+        let minimal = json!({
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "metadata": {
+                "name": obj["metadata"]["name"],
+                "namespace": obj["metadata"]["namespace"],
+                "labels": obj["metadata"]["labels"],
+            },
+        });
+        let mut minimal = minimal;
+        normalize::drop_empty(&mut minimal);
+        plan.changes.push(Change {
+            action: Action::Delete,
+            target: target.clone(),
+            diff: Some(normalize::diff(&minimal, &Value::Null)),
+            reason: Some("owned by drover, no longer declared".into()),
+        });
+        ops.push(Op {
+            action: Action::Delete,
+            target,
+            kind,
+            object: obj.clone(),
+            blocked: None,
+        });
+    }
+    if !pending.is_empty() {
+        let why = if settings.desired_complete {
+            "run with --prune to delete them"
+        } else {
+            "not pruned because the fleet repo has invalid documents (desired state incomplete)"
+        };
+        let shown: Vec<&str> = pending.iter().take(10).map(String::as_str).collect();
+        let more = if pending.len() > 10 {
+            format!(" and {} more", pending.len() - 10)
+        } else {
+            String::new()
+        };
+        plan.findings.push(Finding::new(
+            FindingSeverity::Warning,
+            "prune-pending",
+            format!("site {}", settings.site),
+            format!(
+                "{} owned objects no longer declared; {why}: {}{more}",
+                pending.len(),
+                shown.join(", ")
+            ),
+        ));
+    }
+
+    plan.findings.extend(rendered.findings.iter().cloned());
+    plan.findings.extend(checks::check(rendered, observed));
+    Planned {
+        plan,
+        ops,
+        owned_count: live.len(),
+    }
+}
+
+/// Per node: declared labels, the merged taint list, whether any taint is declared.
+type NodeDecl = (Map<String, Value>, Vec<Value>, bool);
+
+/// The Node patches: for each node selected by a pool with declared labels or taints, the
+/// declared labels, and the node's taint list with the declared taints put in (replacing a
+/// live taint with the same key and effect, else appended). Taints are an atomic list in
+/// server-side apply, so drover applies the whole list, keeping taints it did not declare.
+pub fn node_patches(rendered: &Rendered, observed: &Observed) -> BTreeMap<String, Value> {
+    let mut per_node: BTreeMap<String, NodeDecl> = BTreeMap::new();
+    for pool in &rendered.pools {
+        if pool.labels.is_empty() && pool.taints.is_empty() {
+            continue;
+        }
+        for node in observed
+            .nodes
+            .iter()
+            .filter(|n| checks::matches_selector(n, &pool.node_selector))
+        {
+            let name = node["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let entry = per_node.entry(name).or_insert_with(|| {
+                let live_taints = node["spec"]["taints"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                (Map::new(), live_taints, false)
+            });
+            for (k, v) in &pool.labels {
+                entry.0.insert(k.clone(), json!(v));
+            }
+            for t in &pool.taints {
+                entry.2 = true;
+                let same = |l: &Value| l["key"] == t["key"] && l["effect"] == t["effect"];
+                match entry.1.iter_mut().find(|l| same(l)) {
+                    Some(slot) => *slot = t.clone(),
+                    None => entry.1.push(t.clone()),
+                }
+            }
+        }
+    }
+    per_node
+        .into_iter()
+        .map(|(name, (labels, taints, has_taints))| {
+            let mut patch = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+            if !labels.is_empty() {
+                patch["metadata"]["labels"] = Value::Object(labels);
+            }
+            if has_taints {
+                // Only the fields drover sets: a taint's timeAdded stays with its owner.
+                let taints: Vec<Value> = taints
+                    .iter()
+                    .map(|t| {
+                        let mut t = t.clone();
+                        if let Some(m) = t.as_object_mut() {
+                            m.remove("timeAdded");
+                        }
+                        t
+                    })
+                    .collect();
+                patch["spec"] = json!({"taints": taints});
+            }
+            (name, patch)
+        })
+        .collect()
+}

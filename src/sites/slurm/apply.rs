@@ -1,0 +1,289 @@
+//! Applying a Slurm site's plan: cancel, release, submit, with bounded concurrency.
+//!
+//! Submitting is two-phase so that concurrent or restarted drovers never leave duplicates:
+//! 1. every new runner is submitted *held* into its slot;
+//! 2. the queue is listed again; for each new job, if a live job with a lower id holds the
+//!    same slot (another drover got there first), ours is cancelled, else it is released.
+//!
+//! Any drover that submits later sees our lower id and cancels its own; a held job left by
+//! a crash between 1 and 2 is released (or cancelled as a duplicate) by the next plan.
+//! Counts always come from the live queue, never from memory.
+
+use std::collections::BTreeMap;
+
+use futures::stream::{self, StreamExt};
+
+use super::SlurmDriver;
+use super::jit::{self, JitRequest};
+use super::observe;
+use super::plan::{CancelReason, Op, target};
+use super::render::RunnerTemplate;
+use super::site::{self, Prepared};
+use super::types::JobSpec;
+use crate::credentials::{self, Secret};
+use crate::fleet::model::SitePolicy;
+use crate::plan::{Action, ApplyReport, SitePlan, Target};
+use crate::sites::SiteContext;
+
+/// Driver calls in flight at once during apply.
+pub const CONCURRENCY: usize = 8;
+
+/// Plans the site, then applies the plan.
+pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
+    let mut report = ApplyReport {
+        site: ctx.name().into(),
+        ..ApplyReport::default()
+    };
+    let prepared = match site::prepare(ctx).await {
+        Ok(p) => p,
+        Err(plan) => {
+            report.refused = Some(
+                plan.error
+                    .clone()
+                    .unwrap_or_else(|| "the site could not be planned".into()),
+            );
+            return (plan, report);
+        }
+    };
+    if let Some(why) = refusal(ctx, &prepared) {
+        report.refused = Some(why);
+        return (prepared.plan, report);
+    }
+    if ctx.options.apply.dry_run {
+        // Slurm has no server-side dry run: report what would be done, change nothing.
+        report.applied = prepared
+            .plan
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::Unchanged)
+            .map(|c| (c.action, c.target.clone()))
+            .collect();
+        return (prepared.plan, report);
+    }
+    execute(ctx, &prepared, &mut report).await;
+    (prepared.plan, report)
+}
+
+/// Why the whole site is refused: report-only policy, or a mass prune.
+fn refusal(ctx: &SiteContext<'_>, p: &Prepared) -> Option<String> {
+    let site = ctx.name();
+    if ctx.site.value.spec.policy == SitePolicy::ReportOnly {
+        return Some(format!(
+            "site `{site}` has policy report-only; nothing was applied"
+        ));
+    }
+    let pruned = p
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::Cancel(_, CancelReason::Undeclared)))
+        .count();
+    let owned = p.runners.iter().filter(|r| r.state.is_live()).count();
+    let percent = usize::from(ctx.mass_prune_percent());
+    if pruned > 0 && pruned * 100 > percent * owned && !ctx.options.apply.allow_mass_prune {
+        return Some(format!(
+            "site `{site}`: the prune would cancel {pruned} of {owned} runner jobs, more than {percent}%; \
+             nothing was applied (pass --allow-mass-prune to go ahead)"
+        ));
+    }
+    None
+}
+
+async fn execute(ctx: &SiteContext<'_>, p: &Prepared, report: &mut ApplyReport) {
+    let driver = p.conn.driver.as_ref();
+    // 1. Cancels and releases of existing jobs.
+    let existing: Vec<(Action, Target, u64)> = p
+        .ops
+        .iter()
+        .filter_map(|op| {
+            let c = op.change();
+            match op {
+                Op::Cancel(r, _) | Op::Release(r) => Some((c.action, c.target, r.id)),
+                _ => None,
+            }
+        })
+        .collect();
+    let results: Vec<_> = stream::iter(existing)
+        .map(|(action, target, id)| async move {
+            let result = if action == Action::Delete {
+                driver.cancel(id).await
+            } else {
+                driver.release(id).await
+            };
+            (action, target, result.map_err(|e| format!("job {id}: {e}")))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    record(report, results);
+    // 2. New runners, held.
+    let submits: Vec<(&str, u32)> = p
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Submit { set, slot } => Some((set.as_str(), *slot)),
+            _ => None,
+        })
+        .collect();
+    if submits.is_empty() {
+        return;
+    }
+    let mut secrets = SecretCache::default();
+    let mut specs = Vec::new();
+    for (set, slot) in submits {
+        let target = target(set, slot);
+        match job_spec(ctx, p.templates.get(set), set, slot, &mut secrets) {
+            Ok(spec) => specs.push((target, slot, spec)),
+            Err(e) => report.failed.push((Action::Create, target, e)),
+        }
+    }
+    let submitted: Vec<(Target, u32, Result<u64, String>)> = stream::iter(specs)
+        .map(|(target, slot, spec)| async move {
+            let result = driver
+                .submit_held(&spec)
+                .await
+                .map_err(|e| format!("submit: {e}"));
+            (target, slot, result)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut held = Vec::new();
+    for (target, slot, result) in submitted {
+        match result {
+            Ok(id) => held.push((target, slot, id)),
+            Err(e) => report.failed.push((Action::Create, target, e)),
+        }
+    }
+    if !held.is_empty() {
+        settle(ctx, p, driver, held, report).await;
+    }
+}
+
+/// Phase 2: release each new held job unless a live job with a lower id has its slot.
+async fn settle(
+    ctx: &SiteContext<'_>,
+    p: &Prepared,
+    driver: &dyn SlurmDriver,
+    held: Vec<(Target, u32, u64)>,
+    report: &mut ApplyReport,
+) {
+    let jobs = match driver.jobs().await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            for (target, _, id) in held {
+                report.failed.push((
+                    Action::Create,
+                    target,
+                    format!(
+                        "job {id} was submitted held but the queue could not be re-read ({e}); the next apply releases it"
+                    ),
+                ));
+            }
+            return;
+        }
+    };
+    let runners = observe::owned_runners(&jobs, ctx.fleet_name(), p.conn.user.as_deref());
+    let mut first: BTreeMap<(&str, u32), u64> = BTreeMap::new();
+    for r in runners.iter().filter(|r| r.state.is_live()) {
+        let key = (r.identity.set.as_str(), r.identity.slot);
+        let e = first.entry(key).or_insert(r.id);
+        *e = (*e).min(r.id);
+    }
+    let steps: Vec<(Target, u64, Option<u64>)> = held
+        .into_iter()
+        .map(|(target, slot, id)| {
+            let set = target.name.rsplit_once('#').map_or("", |(s, _)| s);
+            let winner = first.get(&(set, slot)).copied().unwrap_or(id);
+            let loser_to = (winner < id).then_some(winner);
+            (target, id, loser_to)
+        })
+        .collect();
+    let results: Vec<_> = stream::iter(steps)
+        .map(|(target, id, loser_to)| async move {
+            match loser_to {
+                None => {
+                    let r = driver
+                        .release(id)
+                        .await
+                        .map_err(|e| format!("job {id} was submitted held, release failed: {e}"));
+                    Some((Action::Create, target, r))
+                }
+                Some(winner) => {
+                    tracing::info!(job = id, winner, slot = %target.name, "slot taken by a concurrent submit; cancelling ours");
+                    match driver.cancel(id).await {
+                        Ok(()) => None,
+                        Err(e) => Some((
+                            Action::Create,
+                            target,
+                            Err(format!(
+                                "job {id} duplicates job {winner} and stays held; cancel failed: {e}"
+                            )),
+                        )),
+                    }
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    record(report, results);
+}
+
+fn record(report: &mut ApplyReport, results: Vec<(Action, Target, Result<(), String>)>) {
+    for (action, target, result) in results {
+        match result {
+            Ok(()) => report.applied.push((action, target)),
+            Err(e) => report.failed.push((action, target, e)),
+        }
+    }
+}
+
+/// SecretRef values resolved once per apply.
+#[derive(Default)]
+struct SecretCache(BTreeMap<String, Result<Secret, String>>);
+
+impl SecretCache {
+    fn get(&mut self, ctx: &SiteContext<'_>, name: &str) -> Result<Secret, String> {
+        self.0
+            .entry(name.to_owned())
+            .or_insert_with(|| match ctx.repo.secrets.get(name) {
+                None => Err(format!("SecretRef `{name}` does not exist")),
+                Some(s) => credentials::resolve(name, &s.value.spec).map_err(|e| e.to_string()),
+            })
+            .clone()
+    }
+}
+
+/// The full job spec of one new runner: template, secrets, JIT grant.
+fn job_spec(
+    ctx: &SiteContext<'_>,
+    template: Option<&RunnerTemplate>,
+    set: &str,
+    slot: u32,
+    secrets: &mut SecretCache,
+) -> Result<JobSpec, String> {
+    let t = template.ok_or_else(|| format!("runner set `{set}` was not rendered"))?;
+    let mut spec = t.job(slot);
+    for (var, secret) in &t.secret_env {
+        let value = secrets.get(ctx, secret)?;
+        spec.environment
+            .insert(var.clone(), value.expose().to_owned());
+    }
+    if t.needs_jit {
+        let issuer = jit::issuer().ok_or_else(|| {
+            "no JIT endpoint: the default runner command needs drover's JIT service (`drover serve`)"
+                .to_owned()
+        })?;
+        let grant = issuer.issue(&JitRequest {
+            site: ctx.name().to_owned(),
+            fleet: ctx.fleet_name().to_owned(),
+            runner_set: set.to_owned(),
+            slot,
+        })?;
+        spec.environment.insert(jit::URL_VAR.into(), grant.url);
+        spec.environment
+            .insert(jit::TOKEN_VAR.into(), grant.token.expose().to_owned());
+    }
+    Ok(spec)
+}

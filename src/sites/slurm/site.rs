@@ -1,0 +1,155 @@
+//! One Slurm site end to end: connect, render, observe, plan ([`prepare`]); the entry
+//! points in the module root call this and [`super::apply`].
+
+use std::collections::BTreeMap;
+
+use super::connect::{self, Connection};
+use super::jit;
+use super::observe::{self, PoolExpectation, Runner};
+use super::plan::{DesiredSet, Op, plan_runners};
+use super::render::{self, RunnerTemplate};
+use crate::plan::{Action, Finding, FindingSeverity, SiteKind, SitePlan};
+use crate::sites::SiteContext;
+
+/// Everything apply needs after planning.
+pub struct Prepared {
+    /// The driver.
+    pub conn: Connection,
+    /// Rendered runner sets by name.
+    pub templates: BTreeMap<String, RunnerTemplate>,
+    /// drover's runner jobs on the site (this fleet's) as observed.
+    pub runners: Vec<Runner>,
+    /// The steps.
+    pub ops: Vec<Op>,
+    /// The plan as shown.
+    pub plan: SitePlan,
+}
+
+/// A failed plan for the site.
+pub fn failed(ctx: &SiteContext<'_>, error: impl Into<String>) -> SitePlan {
+    SitePlan::failed(
+        ctx.name(),
+        SiteKind::Slurm,
+        ctx.site.value.spec.policy,
+        error,
+    )
+}
+
+/// Connects, renders, observes (within the site timeout) and plans.
+pub async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
+    let site = ctx.name();
+    let templates = render::render(ctx).map_err(|e| failed(ctx, e))?;
+    let conn = connect::connect(ctx).map_err(|e| failed(ctx, e))?;
+    let timeout = connect::timeout(ctx);
+    let observed = observe::observe(conn.driver.as_ref(), timeout)
+        .await
+        .map_err(|e| {
+            failed(
+                ctx,
+                format!("Slurm site `{site}` could not be observed: {e}"),
+            )
+        })?;
+    let runners = observe::owned_runners(&observed.jobs, ctx.fleet_name(), conn.user.as_deref());
+    let desired: Vec<DesiredSet> = templates
+        .iter()
+        .map(|t| DesiredSet {
+            set: t.set.clone(),
+            count: ctx.desired_runners(&t.set),
+        })
+        .collect();
+    let runner_plan = plan_runners(&desired, &runners, ctx.prune());
+    let mut plan = SitePlan::new(site, SiteKind::Slurm, ctx.site.value.spec.policy);
+    let templates: BTreeMap<String, RunnerTemplate> =
+        templates.into_iter().map(|t| (t.set.clone(), t)).collect();
+    let mut shown_spec = std::collections::BTreeSet::new();
+    for op in &runner_plan.ops {
+        let mut change = op.change();
+        if let Op::Submit { set, .. } = op
+            && shown_spec.insert(set.clone())
+            && let Some(t) = templates.get(set)
+        {
+            change.diff = Some(crate::plan::diff::unified(
+                "",
+                &yaml(&t.to_value(ctx.desired_runners(set))),
+            ));
+        }
+        plan.changes.push(change);
+    }
+    plan.findings = observe::site_findings(
+        &pool_expectations(ctx),
+        &observed.partitions,
+        &observed.nodes,
+    );
+    plan.findings.extend(runner_plan.findings);
+    plan.findings.extend(jit_findings(&templates, &plan));
+    Ok(Prepared {
+        conn,
+        templates,
+        runners,
+        ops: runner_plan.ops,
+        plan,
+    })
+}
+
+fn yaml(v: &serde_json::Value) -> String {
+    serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# not representable as YAML: {e}\n"))
+}
+
+/// Runner sets that would be submitted but need a JIT endpoint nobody provides.
+fn jit_findings(templates: &BTreeMap<String, RunnerTemplate>, plan: &SitePlan) -> Vec<Finding> {
+    if jit::issuer().is_some() {
+        return Vec::new();
+    }
+    templates
+        .values()
+        .filter(|t| t.needs_jit)
+        .filter(|t| {
+            let prefix = format!("{}#", t.set);
+            plan.changes
+                .iter()
+                .any(|c| c.action == Action::Create && c.target.name.starts_with(&prefix))
+        })
+        .map(|t| {
+            Finding::new(
+                FindingSeverity::Error,
+                "jit-endpoint-missing",
+                format!("RunnerSet {}", t.set),
+                "the default runner command fetches a JIT config from drover's endpoint, \
+                 but this drover has none (`drover serve` provides it); its runners are not submitted",
+            )
+        })
+        .collect()
+}
+
+/// What each NodePool of the site expects of its partition.
+pub fn pool_expectations(ctx: &SiteContext<'_>) -> Vec<PoolExpectation> {
+    let default = ctx
+        .site
+        .value
+        .spec
+        .slurm
+        .as_ref()
+        .and_then(|s| s.default_partition.clone());
+    ctx.repo
+        .pools
+        .values()
+        .filter(|p| p.value.spec.site == ctx.name())
+        .filter_map(|p| {
+            let spec = &p.value.spec;
+            let slurm = spec.slurm.clone().unwrap_or_default();
+            let partition = slurm.partition.or_else(|| default.clone())?;
+            let gres = slurm.gres.or_else(|| {
+                spec.gpu.as_ref().map(|g| match &g.model {
+                    Some(m) => format!("gpu:{m}:{}", g.per_node),
+                    None => format!("gpu:{}", g.per_node),
+                })
+            });
+            Some(PoolExpectation {
+                pool: p.value.metadata.name.clone(),
+                partition,
+                gres,
+                node_count: spec.node_count,
+            })
+        })
+        .collect()
+}
