@@ -57,6 +57,10 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<Exit> {
                 Exit::Success
             });
         }
+        if !std::io::stdin().is_terminal() {
+            eprintln!("error: stdin is not a terminal: pass --yes to apply without confirmation; nothing was changed");
+            return Ok(Exit::Usage);
+        }
         if !confirm()? {
             eprintln!("Apply cancelled; nothing was changed.");
             return Ok(Exit::Usage);
@@ -70,9 +74,6 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<Exit> {
 }
 
 fn confirm() -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        anyhow::bail!("stdin is not a terminal: pass --yes to apply without confirmation");
-    }
     print!("Apply these changes? Only 'yes' is accepted: ");
     std::io::stdout().flush()?;
     let mut answer = String::new();

@@ -1,0 +1,145 @@
+//! The `drover` binary end to end against the Kubernetes API emulator, reached through an
+//! ordinary kubeconfig: render, plan (with terraform-style exit codes), apply, then an
+//! empty plan; and apply refusing to run unattended without `--yes`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use support::kube_emulator::KubeEmulator;
+
+const FLEET: &str = "\
+apiVersion: drover.dev/v1alpha1
+kind: Fleet
+metadata:
+  name: cli-e2e
+spec:
+  github:
+    tokenRef: gh
+  defaults:
+    runnerImage: ghcr.io/actions/actions-runner:2.321.0
+---
+apiVersion: drover.dev/v1alpha1
+kind: SecretRef
+metadata:
+  name: gh
+spec:
+  env: {name: GITHUB_TOKEN}
+---
+apiVersion: drover.dev/v1alpha1
+kind: Site
+metadata:
+  name: emu
+spec:
+  kubernetes:
+    context: kube-emulator
+    namespace: ci-runners
+---
+apiVersion: drover.dev/v1alpha1
+kind: NodePool
+metadata:
+  name: cpu
+spec:
+  site: emu
+  kubernetes:
+    nodeSelector: {pool: cpu}
+---
+apiVersion: drover.dev/v1alpha1
+kind: RunnerSet
+metadata:
+  name: small
+spec:
+  github: {org: acme}
+  labels: [self-hosted, linux, small]
+  pool: cpu
+  max: 4
+  resources: {cpu: \"2\", memory: 4Gi}
+";
+
+async fn drover(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn args(command: &str, dir: &Path, kubeconfig: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![command.to_string(), dir.display().to_string()];
+    v.extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_plan_apply_then_an_empty_plan() {
+    let emu = KubeEmulator::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("fleet.yaml"), FLEET).unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    emu.write_kubeconfig(&kubeconfig).unwrap();
+
+    let rendered = drover(vec!["render".into(), dir.display().to_string()]).await;
+    assert_eq!(rendered.status.code(), Some(0), "{}", text(&rendered));
+    assert!(text(&rendered).contains("kind: Namespace"), "{}", text(&rendered));
+    assert_eq!(emu.write_count(), 0, "render contacts no site");
+
+    let plan = drover(args("plan", &dir, &kubeconfig, &["--detailed-exitcode"])).await;
+    assert_eq!(plan.status.code(), Some(2), "changes → 2: {}", text(&plan));
+    assert!(text(&plan).contains("+ create Namespace ci-runners"), "{}", text(&plan));
+    assert_eq!(emu.write_count(), 0, "plan writes nothing");
+
+    let unattended = drover(args("apply", &dir, &kubeconfig, &[])).await;
+    assert_eq!(unattended.status.code(), Some(2), "{}", text(&unattended));
+    assert!(text(&unattended).contains("pass --yes"), "{}", text(&unattended));
+    assert_eq!(emu.write_count(), 0, "an unconfirmed apply writes nothing");
+
+    let apply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(emu.get_object("v1", "Namespace", None, "ci-runners").is_some());
+    let writes = emu.write_count();
+    assert!(writes > 0);
+
+    let again = drover(args("plan", &dir, &kubeconfig, &["--detailed-exitcode", "--format", "json"])).await;
+    assert_eq!(again.status.code(), Some(0), "no changes → 0: {}", text(&again));
+    let plan: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let changes = plan["sites"][0]["changes"].as_array().unwrap();
+    assert!(!changes.is_empty() && changes.iter().all(|c| c["action"] == "unchanged"), "{plan:#}");
+
+    let reapply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
+    assert_eq!(reapply.status.code(), Some(0), "{}", text(&reapply));
+    assert_eq!(emu.write_count(), writes, "an unchanged fleet causes no writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_site_makes_plan_fail_with_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("fleet.yaml"), FLEET.replace("namespace: ci-runners", "namespace: ci-runners\n  timeoutSeconds: 2")).unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"http://{closed}\"}}\n\
+             users:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: kube-emulator\n  context: {{cluster: c, user: u}}\n\
+             current-context: kube-emulator\n"
+        ),
+    )
+    .unwrap();
+    let plan = drover(args("plan", &dir, &kubeconfig, &["--detailed-exitcode"])).await;
+    assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
+    assert!(text(&plan).contains("plan unknown"), "{}", text(&plan));
+}
