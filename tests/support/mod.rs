@@ -2,7 +2,7 @@
 //!
 //! Each integration test binary compiles this tree on its own and uses only part of it,
 //! so unused items are expected here.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod git_server;
 pub mod kube_emulator;
