@@ -2,8 +2,7 @@
 //! 1% differ, then (against the API emulator) that applying an unchanged fleet makes zero
 //! write requests. Prints peak RSS (VmHWM) at the end.
 
-// The emulator tree is shared with the integration tests; the bench uses part of it.
-#[allow(unused_imports)]
+// The emulator tree is shared with the integration tests (it allows unused items itself).
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -7,6 +7,7 @@
 pub mod diagnostic;
 pub mod load;
 pub mod model;
+pub mod quantity;
 pub mod repo;
 pub mod rules;
 pub mod schema;

@@ -2,7 +2,7 @@
 //! there, plan the difference (pure), and apply it with server-side apply.
 //!
 //! Module map: [`render`] (fleet → objects, pure), [`kinds`] (the kinds drover writes),
-//! [`quantity`] (resource quantities), [`client`] (connection, errors, retries),
+//! [`client`] (connection, errors, retries),
 //! [`observe`] (listing owned objects and site facts), [`normalize`] (projection onto the
 //! desired field set, secret masking, YAML), [`plan`] (the pure diff), [`checks`] (site
 //! findings) and [`apply`] (ordered, bounded, guarded writes). Behaviour for operators is
@@ -15,7 +15,6 @@ pub mod kinds;
 pub mod normalize;
 pub mod observe;
 pub mod plan;
-pub mod quantity;
 pub mod render;
 
 use super::SiteContext;

@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 use super::kinds::{self, ARC_CRD, EXTERNAL_SECRET_CRD};
-use super::quantity::Quantity;
 use crate::fleet::model::{
     DockerMode, Engine, NodePool, RunnerSet, SecretRefSpec, Taint, Toleration, VersionRange,
 };
+use crate::fleet::quantity::Quantity;
 use crate::plan::{Finding, FindingSeverity};
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL, SiteContext};
 

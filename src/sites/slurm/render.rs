@@ -14,6 +14,7 @@ use super::identity::{COMMENT_PREFIX, JobIdentity, job_name};
 use super::jit;
 use super::types::JobSpec;
 use crate::fleet::model::{NodePool, RunnerSet, SlurmSite};
+use crate::fleet::quantity::Quantity;
 use crate::sites::SiteContext;
 
 /// Shown instead of values filled at submit time.
@@ -306,47 +307,14 @@ pub fn sh_quote(s: &str) -> String {
 
 /// CPUs from a Kubernetes CPU quantity (`16`, `2.5`, `500m`), rounded up, at least 1.
 pub fn parse_cpus(q: &str) -> Option<u32> {
-    let (num, scale) = match q.strip_suffix('m') {
-        Some(n) => (n, 1000u128),
-        None => (q, 1),
-    };
-    let (units, denom) = decimal(num)?;
-    let cpus = units.div_ceil(denom * scale);
-    u32::try_from(cpus.max(1)).ok()
+    let units = Quantity::parse(q)?.ceil_units().max(1);
+    u32::try_from(units).ok()
 }
 
 /// MiB (Slurm's `M`) from a Kubernetes memory quantity (`120Gi`, `512Mi`, `8G`, `1000`),
 /// rounded up.
 pub fn parse_memory_mb(q: &str) -> Option<u64> {
-    const UNITS: [(&str, u128); 8] = [
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("k", 1_000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-    ];
-    let (num, mult) = UNITS
-        .iter()
-        .find_map(|(suffix, mult)| q.strip_suffix(suffix).map(|n| (n, *mult)))
-        .unwrap_or((q, 1));
-    let (units, denom) = decimal(num)?;
-    let bytes = units.checked_mul(mult)?.div_ceil(denom);
-    u64::try_from(bytes.div_ceil(1 << 20)).ok()
-}
-
-/// `12.5` → (125, 10): a decimal as an integer and its denominator.
-fn decimal(s: &str) -> Option<(u128, u128)> {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > 9 || s.ends_with('.') {
-        return None;
-    }
-    let denom = 10u128.pow(frac.len() as u32);
-    let value: u128 = format!("{int}{frac}").parse().ok()?;
-    Some((value, denom))
+    u64::try_from(Quantity::parse(q)?.ceil_mebibytes()).ok()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Kubernetes resource quantities: just enough to multiply a runner's request by `max` and
-//! to write the result the way the API server writes quantities back (canonical form), so
-//! that a quota drover applies reads back unchanged and is not reported as drift.
+//! Kubernetes resource quantities (`2`, `500m`, `4Gi`), as runner sets declare cpu and
+//! memory. One parser serves every driver: the Kubernetes driver multiplies a runner's
+//! request by `max` and writes it back in the API server's canonical form (so a quota reads
+//! back unchanged), and the Slurm driver converts to whole CPUs and MiB.
 
 /// Binary suffixes, largest first, with their power of 1024.
 const BINARY: [(&str, u32); 6] = [
@@ -30,7 +31,8 @@ impl Quantity {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (number, suffix) = s.split_at(split);
-        if number.is_empty() {
+        // Same shape as the fleet schema's pattern: no bare `.5` or `1.`.
+        if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
             return None;
         }
         let (int, frac) = number.split_once('.').unwrap_or((number, ""));
@@ -65,6 +67,16 @@ impl Quantity {
             milli: base.checked_mul(mult)?,
             binary,
         })
+    }
+
+    /// Whole units, rounded up (`500m` CPU → 1).
+    pub fn ceil_units(self) -> u128 {
+        self.milli.div_ceil(1000)
+    }
+
+    /// Mebibytes, rounded up (`120Gi` → 122880, `1G` → 954).
+    pub fn ceil_mebibytes(self) -> u128 {
+        self.milli.div_ceil(1000 << 20)
     }
 
     /// The quantity times `n`.
