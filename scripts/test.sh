@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 
 scripts/slurm-testbed.sh up
 eval "$(scripts/slurm-testbed.sh env)"
+# GitHub's OpenAPI description for the GitHub API emulator's schema checks (npm, idempotent),
+# and the stand-in runner binary the GitHub tests start.
+scripts/github-openapi.sh >/dev/null
+cargo build --quiet --example fake_runner
 cargo nextest run --no-fail-fast "$@"

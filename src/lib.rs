@@ -3,8 +3,10 @@
 //! Data flows one way: a fleet repo is loaded and validated ([`fleet`]), each site is
 //! observed ([`sites`]), a pure plan is computed, and site drivers apply it.
 
+pub mod autoscale;
 pub mod credentials;
 pub mod fleet;
+pub mod github;
 pub mod plan;
 pub mod reconcile;
 pub mod serve;

@@ -58,7 +58,9 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<Exit> {
             });
         }
         if !std::io::stdin().is_terminal() {
-            eprintln!("error: stdin is not a terminal: pass --yes to apply without confirmation; nothing was changed");
+            eprintln!(
+                "error: stdin is not a terminal: pass --yes to apply without confirmation; nothing was changed"
+            );
             return Ok(Exit::Usage);
         }
         if !confirm()? {

@@ -5,4 +5,5 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod git_server;
+pub mod github_emulator;
 pub mod kube_emulator;
