@@ -143,7 +143,22 @@ fn peak_rss() -> String {
         .unwrap_or_else(|| "VmHWM: unknown".into())
 }
 
+/// Peak RSS of one plan in a fresh process: build the inputs, plan once, read VmHWM. This
+/// runs before criterion, whose repeated samples would otherwise dominate the peak.
+fn one_plan_peak_rss() {
+    let (rendered, observed, settings) = inputs();
+    let inputs_peak = peak_rss();
+    let planned = compute(&rendered, &observed, &settings);
+    println!(
+        "one plan of {OBJECTS} objects ({} updates): {} (after building the inputs: {})",
+        planned.plan.counts().update,
+        peak_rss(),
+        inputs_peak
+    );
+}
+
 fn main() {
+    one_plan_peak_rss();
     benches();
     Criterion::default().configure_from_args().final_summary();
     let writes = unchanged_apply_writes();
