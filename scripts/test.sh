@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/slurm-testbed.sh up
+# Headless Chromium for the status-page test (tests/serve_page.rs), from Debian.
+command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 eval "$(scripts/slurm-testbed.sh env)"
 # GitHub's OpenAPI description for the GitHub API emulator's schema checks (npm, idempotent),
 # and the stand-in runner binary the GitHub tests start.

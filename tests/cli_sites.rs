@@ -70,7 +70,11 @@ async fn drover(args: Vec<String>) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn args(command: &str, dir: &Path, kubeconfig: &Path, extra: &[&str]) -> Vec<String> {
@@ -92,34 +96,67 @@ async fn render_plan_apply_then_an_empty_plan() {
 
     let rendered = drover(vec!["render".into(), dir.display().to_string()]).await;
     assert_eq!(rendered.status.code(), Some(0), "{}", text(&rendered));
-    assert!(text(&rendered).contains("kind: Namespace"), "{}", text(&rendered));
+    assert!(
+        text(&rendered).contains("kind: Namespace"),
+        "{}",
+        text(&rendered)
+    );
     assert_eq!(emu.write_count(), 0, "render contacts no site");
 
     let plan = drover(args("plan", &dir, &kubeconfig, &["--detailed-exitcode"])).await;
     assert_eq!(plan.status.code(), Some(2), "changes → 2: {}", text(&plan));
-    assert!(text(&plan).contains("+ create Namespace ci-runners"), "{}", text(&plan));
+    assert!(
+        text(&plan).contains("+ create Namespace ci-runners"),
+        "{}",
+        text(&plan)
+    );
     assert_eq!(emu.write_count(), 0, "plan writes nothing");
 
     let unattended = drover(args("apply", &dir, &kubeconfig, &[])).await;
     assert_eq!(unattended.status.code(), Some(2), "{}", text(&unattended));
-    assert!(text(&unattended).contains("pass --yes"), "{}", text(&unattended));
+    assert!(
+        text(&unattended).contains("pass --yes"),
+        "{}",
+        text(&unattended)
+    );
     assert_eq!(emu.write_count(), 0, "an unconfirmed apply writes nothing");
 
     let apply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
     assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
-    assert!(emu.get_object("v1", "Namespace", None, "ci-runners").is_some());
+    assert!(
+        emu.get_object("v1", "Namespace", None, "ci-runners")
+            .is_some()
+    );
     let writes = emu.write_count();
     assert!(writes > 0);
 
-    let again = drover(args("plan", &dir, &kubeconfig, &["--detailed-exitcode", "--format", "json"])).await;
-    assert_eq!(again.status.code(), Some(0), "no changes → 0: {}", text(&again));
+    let again = drover(args(
+        "plan",
+        &dir,
+        &kubeconfig,
+        &["--detailed-exitcode", "--format", "json"],
+    ))
+    .await;
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "no changes → 0: {}",
+        text(&again)
+    );
     let plan: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     let changes = plan["sites"][0]["changes"].as_array().unwrap();
-    assert!(!changes.is_empty() && changes.iter().all(|c| c["action"] == "unchanged"), "{plan:#}");
+    assert!(
+        !changes.is_empty() && changes.iter().all(|c| c["action"] == "unchanged"),
+        "{plan:#}"
+    );
 
     let reapply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
     assert_eq!(reapply.status.code(), Some(0), "{}", text(&reapply));
-    assert_eq!(emu.write_count(), writes, "an unchanged fleet causes no writes");
+    assert_eq!(
+        emu.write_count(),
+        writes,
+        "an unchanged fleet causes no writes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,9 +164,19 @@ async fn unreachable_site_makes_plan_fail_with_exit_1() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fleet");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("fleet.yaml"), FLEET.replace("namespace: ci-runners", "namespace: ci-runners\n  timeoutSeconds: 2")).unwrap();
+    std::fs::write(
+        dir.join("fleet.yaml"),
+        FLEET.replace(
+            "namespace: ci-runners",
+            "namespace: ci-runners\n  timeoutSeconds: 2",
+        ),
+    )
+    .unwrap();
     let kubeconfig = tmp.path().join("kubeconfig");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     std::fs::write(
         &kubeconfig,
         format!(

@@ -3,6 +3,7 @@
 mod apply;
 mod fleet_arg;
 mod plan;
+mod reconcile;
 mod render;
 mod schema;
 mod serve;
@@ -109,6 +110,9 @@ pub enum Command {
     /// on a schedule and on request; serve /healthz, /readyz, /metrics, /status and a
     /// status page.
     Serve(serve::ServeArgs),
+    /// Ask a running `drover serve` to reconcile now (`--now`), with its trigger token.
+    /// Exit 0 queued, 1 refused, 2 usage error or service unreachable.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Arguments of commands that later releases fill in.
@@ -146,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Apply(args) => apply::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Reconcile(args) => reconcile::run(&args),
         Command::Drift(_) => {
             eprintln!(
                 "error: this command is not available in this release yet; see README.md (Roadmap)"

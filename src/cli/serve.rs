@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use drover::credentials::{self, Secret};
-use drover::fleet::model::{EnvSource, FileSource, SecretRefSpec};
+use drover::credentials::Secret;
+use drover::serve::config::{ConfigFile, SecretFrom};
 use drover::serve::lease::LeaseConfig;
 use drover::serve::{self, FleetSource, GitFleet, LocalDir, ServeConfig};
 use drover::sites::RunOptions;
-use drover::source::{GitAuth, GitReference, GitSource, GitSourceConfig};
-use serde::Deserialize;
 
 use super::Exit;
 
@@ -46,136 +44,13 @@ pub struct ServeArgs {
     pub kubeconfig: Option<PathBuf>,
 }
 
-/// The config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ConfigFile {
-    /// Where the fleet comes from.
-    #[serde(default)]
-    pub source: Option<SourceConfig>,
-    /// Listen address.
-    pub listen: Option<SocketAddr>,
-    /// Poll interval in seconds.
-    pub poll_interval_seconds: Option<u64>,
-    /// Full reconcile interval in seconds.
-    pub reconcile_interval_seconds: Option<u64>,
-    /// Webhook HMAC secret, from an env var or a file.
-    pub webhook_secret_from: Option<SecretFrom>,
-    /// Manual trigger token, from an env var or a file.
-    pub trigger_token_from: Option<SecretFrom>,
-    /// Kubeconfig path.
-    pub kubeconfig: Option<PathBuf>,
-    /// Leader election, for more than one replica.
-    pub lease: Option<LeaseFile>,
-}
-
-/// The Lease used for leader election.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LeaseFile {
-    /// Namespace of the Lease (drover's own namespace).
-    pub namespace: String,
-    /// Name of the Lease.
-    pub name: String,
-    /// Seconds a leader keeps the lease without renewing [default: 15].
-    #[serde(default = "default_lease_seconds")]
-    pub duration_seconds: u64,
-}
-
-fn default_lease_seconds() -> u64 {
-    15
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map_or_else(|_| "drover".into(), |h| h.trim().to_string())
 }
 
-/// The fleet source in the config file: a git remote or a local directory.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SourceConfig {
-    /// A local directory.
-    pub dir: Option<PathBuf>,
-    /// A git remote.
-    pub git: Option<GitConfig>,
-}
-
-/// A git remote: URL, one reference, credentials by env var or file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct GitConfig {
-    /// `https://…`, `ssh://…`, `git://…` or `file://…`.
-    pub url: String,
-    /// Branch to follow [default: main].
-    pub branch: Option<String>,
-    /// Tag to follow instead.
-    pub tag: Option<String>,
-    /// A fixed commit instead.
-    pub commit: Option<String>,
-    /// HTTPS token (sent as `x-access-token`).
-    pub token_from: Option<SecretFrom>,
-    /// SSH deploy key (PEM/OpenSSH).
-    pub ssh_key_from: Option<SecretFrom>,
-    /// Where clones and snapshots are kept [default: /var/cache/drover].
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl GitConfig {
-    fn source(&self) -> anyhow::Result<GitSource> {
-        let reference = match (&self.tag, &self.commit) {
-            (Some(tag), _) => GitReference::Tag(tag.clone()),
-            (None, Some(commit)) => GitReference::Commit(commit.clone()),
-            (None, None) => {
-                GitReference::Branch(self.branch.clone().unwrap_or_else(|| "main".into()))
-            }
-        };
-        let auth = match (&self.token_from, &self.ssh_key_from) {
-            (Some(token), _) => GitAuth::Token(token.resolve("git token")?),
-            (None, Some(key)) => GitAuth::SshKey {
-                private_key: key.resolve("git deploy key")?,
-                passphrase: None,
-            },
-            (None, None) => GitAuth::None,
-        };
-        let cache = self
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/var/cache/drover"));
-        Ok(GitSource::new(GitSourceConfig {
-            auth,
-            ..GitSourceConfig::new(&self.url, reference, cache)
-        })?)
-    }
-}
-
-/// A secret of drover's own: an environment variable or a file, never a value.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SecretFrom {
-    /// Environment variable name.
-    pub env: Option<String>,
-    /// File path.
-    pub file: Option<String>,
-}
-
-impl SecretFrom {
-    fn resolve(&self, what: &str) -> anyhow::Result<Secret> {
-        let spec = SecretRefSpec {
-            env: self.env.clone().map(|name| EnvSource { name }),
-            file: self.file.clone().map(|path| FileSource { path }),
-            ..SecretRefSpec::default()
-        };
-        Ok(credentials::resolve(what, &spec)?)
-    }
-}
-
 fn env_secret(var: &str, what: &str) -> anyhow::Result<Secret> {
-    SecretFrom {
-        env: Some(var.into()),
-        file: None,
-    }
-    .resolve(what)
+    Ok(SecretFrom::env(var).resolve(what)?)
 }
 
 /// Builds the service settings and source from the file and flags.
@@ -184,7 +59,7 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Box<dyn FleetSour
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            ConfigFile::parse(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => ConfigFile::default(),
     };
@@ -210,6 +85,7 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Box<dyn FleetSour
         (None, Some(from)) => Some(from.resolve("trigger token")?),
         (None, None) => None,
     };
+    let kubeconfig = args.kubeconfig.clone().or(file.kubeconfig);
     let config = ServeConfig {
         listen: args
             .listen
@@ -230,7 +106,7 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Box<dyn FleetSour
         webhook_secret,
         trigger_token,
         run_options: RunOptions {
-            kubeconfig: args.kubeconfig.clone().or(file.kubeconfig),
+            kubeconfig: kubeconfig.clone(),
             ..RunOptions::default()
         },
         lease: file.lease.map(|l| LeaseConfig {
@@ -238,6 +114,8 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Box<dyn FleetSour
             name: l.name,
             identity: std::env::var("POD_NAME").unwrap_or_else(|_| hostname()),
             duration: Duration::from_secs(l.duration_seconds.max(3)),
+            kubeconfig: kubeconfig.clone(),
+            context: l.context,
         }),
     };
     Ok((config, source))

@@ -14,6 +14,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+/// Verbs the elector uses on Leases in its namespace: `get` (every round), `create` (the
+/// first replica) and `update` (renew, take over, release: replaces carrying the
+/// resourceVersion read). `deploy/kubernetes/rbac.yaml` grants exactly these.
+pub const LEASE_VERBS: &[&str] = &["create", "get", "update"];
+
 /// Lease settings.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -25,6 +30,33 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a holder keeps the lease without renewing.
     pub duration: Duration,
+    /// Kubeconfig to reach the cluster holding the Lease; `None` uses the default
+    /// (`$KUBECONFIG`, `~/.kube/config`, else in-cluster).
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Kubeconfig context (the current context when `None`).
+    pub context: Option<String>,
+}
+
+impl LeaseConfig {
+    /// A client for the cluster holding the Lease.
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        crate::tls::install_crypto_provider();
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                let options = kube::config::KubeConfigOptions {
+                    context: self.context.clone(),
+                    ..Default::default()
+                };
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+        };
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
 }
 
 /// What one election round found.

@@ -50,6 +50,18 @@ pub struct WebhookLabels {
     pub outcome: String,
 }
 
+/// Labels: runners of one runner set on a site in one state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunnerLabels {
+    /// Site name.
+    pub site: String,
+    /// Runner set name.
+    pub runner_set: String,
+    /// `pending`, `running`, `completing`, `held`, or `missing` (declared but not yet
+    /// submitted, e.g. on a follower or a report-only site).
+    pub state: String,
+}
+
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +83,12 @@ pub struct Metrics {
     pub webhook_deliveries: Family<WebhookLabels, Counter>,
     /// Triggers merged into an already pending reconcile.
     pub triggers_coalesced: Counter,
+    /// Runners per site, runner set and state (at the last plan and apply).
+    pub runners: Family<RunnerLabels, Gauge>,
+    /// Change bursts seen by the directory watcher (`--dir` mode).
+    pub watch_events: Counter,
+    /// 1 while this replica holds the lease (or runs without one), else 0.
+    pub leader: Gauge,
 }
 
 impl Metrics {
@@ -90,6 +108,9 @@ impl Metrics {
             source_errors: Counter::default(),
             webhook_deliveries: Family::default(),
             triggers_coalesced: Counter::default(),
+            runners: Family::default(),
+            watch_events: Counter::default(),
+            leader: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -136,6 +157,21 @@ impl Metrics {
             "triggers_coalesced",
             "Triggers merged into a pending reconcile",
             m.triggers_coalesced.clone(),
+        );
+        registry.register(
+            "runners",
+            "Runners by site, runner set and state",
+            m.runners.clone(),
+        );
+        registry.register(
+            "watch_events",
+            "Change bursts seen by the fleet directory watcher",
+            m.watch_events.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica applies (holds the lease)",
+            m.leader.clone(),
         );
         Self { registry, ..m }
     }

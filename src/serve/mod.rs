@@ -8,6 +8,8 @@
 //! site concurrently with its own deadline. A shutdown signal stops intake; an in-flight
 //! run finishes before the loop exits.
 
+pub mod client;
+pub mod config;
 pub mod http;
 pub mod lease;
 pub mod metrics;
@@ -15,10 +17,12 @@ pub mod page;
 pub mod status;
 pub mod webhook;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,13 +30,15 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::credentials::Secret;
-use crate::fleet::model::SitePolicy;
+use crate::fleet::model::{DriftPolicy, SitePolicy};
 use crate::fleet::{self, FleetRepo, LoadOptions};
 use crate::plan::{ApplyReport, SitePlan};
 use crate::reconcile;
 use crate::sites::RunOptions;
 
-use self::metrics::{FindingLabels, Metrics, OutcomeLabels, RevisionLabels, SiteLabels};
+use self::metrics::{
+    FindingLabels, Metrics, OutcomeLabels, RevisionLabels, RunnerLabels, SiteLabels,
+};
 use self::status::{SiteStatus, Status};
 
 /// A boxed future, for object-safe traits.
@@ -54,6 +60,11 @@ pub trait FleetSource: Send + Sync {
     fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, String>>;
     /// A description for the status page (a URL without credentials, or a path).
     fn location(&self) -> String;
+    /// A local directory to watch for changes (each burst of changes triggers a poll),
+    /// for sources that have one.
+    fn watch_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A fleet read from a local directory; the revision is a digest of its YAML files.
@@ -78,6 +89,10 @@ impl FleetSource for LocalDir {
 
     fn location(&self) -> String {
         self.0.display().to_string()
+    }
+
+    fn watch_dir(&self) -> Option<PathBuf> {
+        Some(self.0.clone())
     }
 }
 
@@ -162,6 +177,10 @@ pub struct Service {
     triggers: mpsc::Sender<Trigger>,
     good: Mutex<Option<(String, Arc<FleetRepo>)>>,
     last_fetched: Mutex<Option<String>>,
+    /// A full reconcile was asked for: a poll that runs while this is set runs in full.
+    full_pending: AtomicBool,
+    /// The `drover_runners` series set per site (to remove stale ones).
+    runner_series: Mutex<HashMap<String, Vec<RunnerLabels>>>,
 }
 
 impl Service {
@@ -172,7 +191,7 @@ impl Service {
     ) -> (Arc<Self>, mpsc::Receiver<Trigger>) {
         let (triggers, rx) = mpsc::channel(1);
         let status = Status {
-            leader: true,
+            leader: config.lease.is_none(),
             source: status::SourceStatus {
                 location: source.location(),
                 ..Default::default()
@@ -188,7 +207,13 @@ impl Service {
             triggers,
             good: Mutex::new(None),
             last_fetched: Mutex::new(None),
+            full_pending: AtomicBool::new(false),
+            runner_series: Mutex::new(HashMap::new()),
         });
+        service
+            .metrics
+            .leader
+            .set(i64::from(service.config.lease.is_none()));
         (service, rx)
     }
 
@@ -197,8 +222,12 @@ impl Service {
         self.status.read().expect("status lock").clone()
     }
 
-    /// Queues a reconcile; merged into the pending one if there is one.
+    /// Queues a reconcile; merged into the pending one if there is one (a full request
+    /// is never lost to a pending poll: the merged run is full).
     pub fn trigger(&self, trigger: Trigger) {
+        if trigger == Trigger::Full {
+            self.full_pending.store(true, Ordering::SeqCst);
+        }
         if self.triggers.try_send(trigger).is_err() {
             self.metrics.triggers_coalesced.inc();
         }
@@ -206,6 +235,11 @@ impl Service {
 
     /// One reconcile run: fetch, validate if new, reconcile every site.
     pub async fn run_once(self: &Arc<Self>, trigger: Trigger) {
+        let trigger = if self.full_pending.swap(false, Ordering::SeqCst) {
+            Trigger::Full
+        } else {
+            trigger
+        };
         let span = tracing::info_span!("reconcile", ?trigger);
         async {
             let new_revision = self.refresh().await;
@@ -316,7 +350,7 @@ impl Service {
     ) {
         let (repo, name, revision) = (repo.as_ref(), name.as_str(), revision.as_str());
         let started = Instant::now();
-        let options = &self.config.run_options;
+        let options = &site_options(&self.config.run_options, repo, name);
         let (plan, report) = if leader {
             match reconcile::apply(repo, options, Some(name)).await {
                 Ok((mut plan, mut reports)) => (plan.sites.remove(0), reports.pop()),
@@ -329,10 +363,25 @@ impl Service {
             }
         };
         let outcome = outcome(&plan, report.as_ref());
-        self.record(revision, name, &plan, outcome, started.elapsed());
+        self.record(
+            revision,
+            name,
+            &plan,
+            report.as_ref(),
+            outcome,
+            started.elapsed(),
+        );
     }
 
-    fn record(&self, revision: &str, name: &str, plan: &SitePlan, outcome: &str, took: Duration) {
+    fn record(
+        &self,
+        revision: &str,
+        name: &str,
+        plan: &SitePlan,
+        report: Option<&ApplyReport>,
+        outcome: &str,
+        took: Duration,
+    ) {
         let site = SiteLabels {
             site: name.to_string(),
         };
@@ -392,10 +441,40 @@ impl Service {
                 })
                 .set(1);
         }
-        st.sites.insert(
-            name.to_string(),
-            SiteStatus::from_plan(plan, revision_now, outcome, took.as_millis() as u64),
-        );
+        let site_status =
+            SiteStatus::from_plan(plan, report, revision_now, outcome, took.as_millis() as u64);
+        self.record_runners(name, plan, &site_status);
+        st.sites.insert(name.to_string(), site_status);
+    }
+
+    /// Sets `drover_runners` for a site and removes the series it no longer has. A failed
+    /// plan knows nothing about runners: the previous figures stay.
+    fn record_runners(&self, name: &str, plan: &SitePlan, site: &SiteStatus) {
+        if plan.error.is_some() {
+            return;
+        }
+        let mut series = self.runner_series.lock().expect("runner series lock");
+        let now: Vec<RunnerLabels> = site
+            .runner_states
+            .iter()
+            .flat_map(|(set, states)| {
+                states.keys().map(move |state| RunnerLabels {
+                    site: name.into(),
+                    runner_set: set.clone(),
+                    state: state.clone(),
+                })
+            })
+            .collect();
+        for old in series.remove(name).unwrap_or_default() {
+            if !now.contains(&old) {
+                self.metrics.runners.remove(&old);
+            }
+        }
+        for labels in &now {
+            let n = site.runner_states[&labels.runner_set][&labels.state];
+            self.metrics.runners.get_or_create(labels).set(n as i64);
+        }
+        series.insert(name.to_string(), now);
     }
 
     /// Records a webhook delivery; `false` when its id was seen before.
@@ -410,6 +489,25 @@ impl Service {
     pub fn config(&self) -> &ServeConfig {
         &self.config
     }
+}
+
+/// The run options for one site: with drift policy `heal` (the site's, else the fleet's),
+/// applies take back fields another field manager changed out of band
+/// (`force_conflicts`); with `report` such conflicts are reported and left alone.
+fn site_options(options: &RunOptions, repo: &FleetRepo, name: &str) -> RunOptions {
+    let fleet = repo
+        .fleet
+        .as_ref()
+        .map(|f| f.value.spec.reconcile.drift)
+        .unwrap_or_default();
+    let drift = repo
+        .sites
+        .get(name)
+        .and_then(|s| s.value.spec.drift)
+        .unwrap_or(fleet);
+    let mut options = options.clone();
+    options.apply.force_conflicts |= drift == DriftPolicy::Heal;
+    options
 }
 
 fn failed_plan(repo: &FleetRepo, name: &str, error: &str) -> SitePlan {
@@ -460,6 +558,7 @@ pub async fn run_with_listener(
     let server = http::serve(listener, service.clone(), stop_rx.clone());
     let tickers = tickers(service.clone(), stop_rx.clone());
     let election = elect(service.clone(), stop_rx.clone());
+    let watcher = watch_source(service.clone(), stop_rx.clone());
     service.trigger(Trigger::Full);
     let mut stop = stop_rx.clone();
     let looped = service.clone();
@@ -477,8 +576,36 @@ pub async fn run_with_listener(
         tracing::info!("shutting down: finishing the in-flight reconcile");
         let _ = stop_tx.send(true);
     };
-    let (served, ..) = tokio::join!(server, tickers, election, reconcile_loop, signal);
+    let (served, ..) = tokio::join!(server, tickers, election, watcher, reconcile_loop, signal);
     served
+}
+
+/// For a local directory source: every burst of file changes triggers a poll (which
+/// reconciles when the directory's digest changed). Polling keeps running as a fallback.
+async fn watch_source(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(dir) = service.source.watch_dir() else {
+        return;
+    };
+    let (_watcher, mut events) = match crate::source::watch(&dir, Duration::from_millis(200)) {
+        Ok(w) => w,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch the fleet directory; polling only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            event = events.recv() => match event {
+                Some(event) => {
+                    tracing::info!(paths = event.paths.len(), rescan = event.rescan, "fleet directory changed");
+                    service.metrics.watch_events.inc();
+                    service.trigger(Trigger::Poll);
+                }
+                None => break,
+            },
+        }
+    }
 }
 
 /// Runs election rounds every third of the lease duration until stopped, then releases
@@ -488,8 +615,7 @@ async fn elect(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<boo
         return;
     };
     service.status.write().expect("status lock").leader = false;
-    crate::tls::install_crypto_provider();
-    let client = match kube::Client::try_default().await {
+    let client = match config.client().await {
         Ok(client) => client,
         Err(err) => {
             tracing::error!(error = %err, "no Kubernetes client for the lease; this replica will not apply");
@@ -510,6 +636,7 @@ async fn elect(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<boo
             &mut service.status.write().expect("status lock").leader,
             leader,
         );
+        service.metrics.leader.set(i64::from(leader));
         if was != leader {
             tracing::info!(leader, "leadership changed");
         }

@@ -33,6 +33,17 @@ fn ago(then: u64) -> String {
 /// Renders the page.
 pub fn render(status: &Status) -> String {
     let mut out = String::from(HEAD);
+    let role = if status.leader {
+        "<span class=\"pill good\">leader: applies changes</span>"
+    } else {
+        "<span class=\"pill warn\">follower: plans only, another replica applies</span>"
+    };
+    let ready = if status.ready {
+        ""
+    } else {
+        "<span class=\"pill warn\">starting: first reconcile not finished</span>"
+    };
+    let _ = write!(out, "<p class=\"role\">{role} {ready}</p>");
     let src = &status.source;
     let health = if !src.validation_errors.is_empty() || src.fetch_error.is_some() {
         "bad"
@@ -86,17 +97,23 @@ fn sites_table(out: &mut String, status: &Status) {
             .map(|f| format!("{}: {}", esc(&f.subject), esc(&f.message)))
             .collect();
         let runners: Vec<String> = site
-            .runners
+            .runner_states
             .iter()
-            .map(|(set, n)| format!("{} {n}", esc(set)))
+            .map(|(set, states)| {
+                let states: Vec<String> = states
+                    .iter()
+                    .map(|(s, n)| format!("{n} {}", esc(s)))
+                    .collect();
+                format!("<b>{}</b>: {}", esc(set), states.join(", "))
+            })
             .collect();
-        let state = site
-            .error
-            .as_ref()
-            .map_or_else(|| esc(&site.outcome), |e| format!("failed: {}", esc(e)));
+        let state = site.error.as_ref().map_or_else(
+            || format!("<b>{}</b>", esc(&site.outcome.replace('_', "-"))),
+            |e| format!("<b class=\"err\">failed:</b> {}", esc(e)),
+        );
         let _ = write!(
             out,
-            "<tr class=\"{}\"><td><b>{}</b></td><td>{:?}</td><td>{}</td><td>{state}</td><td><code>{}</code></td><td>{} ({} ms)</td>\
+            "<tr class=\"{}\"><td><b>{}</b></td><td>{:?}</td><td>{}</td><td>{state}</td><td><code>{}</code></td><td class=\"nw\">{} ({} ms)</td>\
              <td>{drift}</td><td>{}</td><td>{}</td></tr>",
             if site.error.is_some() || site.outcome == "failed" {
                 "bad"
@@ -119,7 +136,7 @@ fn sites_table(out: &mut String, status: &Status) {
             if runners.is_empty() {
                 "—".into()
             } else {
-                runners.join(", ")
+                runners.join("<br>")
             },
         );
     }
@@ -133,4 +150,5 @@ header{background:#1f2937;color:#fff;padding:12px 24px}main{padding:16px 24px}\
 table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}\
 tr.bad td:first-child{border-left:6px solid #dc2626}tr.warn td:first-child{border-left:6px solid #d97706}tr.good td:first-child{border-left:6px solid #16a34a}\
 section.source{background:#fff;padding:8px 16px;margin-bottom:16px;border-left:6px solid #16a34a}section.source.bad{border-left-color:#dc2626}\
-.err{color:#b91c1c}code{font-size:90%}</style></head><body><header><h1>drover</h1></header><main>";
+.err{color:#b91c1c}code{font-size:90%}td:first-child,td code,td.nw{white-space:nowrap}\
+.pill{display:inline-block;padding:2px 10px;border-radius:999px;font-size:90%;font-weight:600}.pill.good{background:#dcfce7;color:#166534}.pill.warn{background:#fef3c7;color:#92400e}</style></head><body><header><h1>drover</h1></header><main>";

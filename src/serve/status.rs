@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::plan::{Counts, Finding, SiteKind, SitePlan};
+use crate::plan::{Action, ApplyReport, Counts, Finding, SiteKind, SitePlan};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
@@ -69,12 +69,16 @@ pub struct SiteStatus {
     pub findings: Vec<Finding>,
     /// Runner jobs/pods per runner set seen in the last plan.
     pub runners: BTreeMap<String, usize>,
+    /// Runners per runner set and state (`pending`, `running`, ...; see
+    /// [`runner_states`]), after the last apply.
+    pub runner_states: BTreeMap<String, BTreeMap<String, usize>>,
 }
 
 impl SiteStatus {
     /// Status from a site's plan and outcome.
     pub fn from_plan(
         plan: &SitePlan,
+        report: Option<&ApplyReport>,
         revision: Option<String>,
         outcome: &str,
         duration_ms: u64,
@@ -93,6 +97,7 @@ impl SiteStatus {
             changes: plan.counts(),
             findings: plan.findings.clone(),
             runners: runner_counts(plan),
+            runner_states: runner_states(plan, report),
         }
     }
 }
@@ -108,4 +113,96 @@ fn runner_counts(plan: &SitePlan) -> BTreeMap<String, usize> {
         }
     }
     counts
+}
+
+/// Runners per runner set and state, from a site's plan (runner targets are
+/// `<set>#<slot>` of kind `SlurmJob` or `Pod`) and, when it was applied, the report:
+///
+/// - a kept, released or cancelled job has the state its plan line names (`pending`,
+///   `running`, `completing`; a released job is `held`); a cancelled job is not counted
+///   once the cancel was applied;
+/// - a runner to create is `missing`, or `pending` once its submission was applied.
+pub fn runner_states(
+    plan: &SitePlan,
+    report: Option<&ApplyReport>,
+) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let applied = |action: Action, target: &crate::plan::Target| {
+        report.is_some_and(|r| r.applied.iter().any(|(a, t)| *a == action && t == target))
+    };
+    let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for change in &plan.changes {
+        if change.target.kind != "SlurmJob" && change.target.kind != "Pod" {
+            continue;
+        }
+        let set = change.target.name.split('#').next().unwrap_or_default();
+        let reason = change.reason.as_deref().unwrap_or_default();
+        let state = match change.action {
+            Action::Create if applied(Action::Create, &change.target) => "pending",
+            Action::Create => "missing",
+            Action::Delete if applied(Action::Delete, &change.target) => continue,
+            _ if reason.starts_with("release held") => "held",
+            _ => ["pending", "running", "completing"]
+                .into_iter()
+                .find(|s| reason.contains(&format!("{s} job")))
+                .unwrap_or("unknown"),
+        };
+        *out.entry(set.to_string())
+            .or_default()
+            .entry(state.to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::model::SitePolicy;
+    use crate::plan::{Change, Target};
+
+    fn change(action: Action, name: &str, reason: &str) -> Change {
+        Change {
+            action,
+            target: Target {
+                kind: "SlurmJob".into(),
+                namespace: None,
+                name: name.into(),
+            },
+            diff: None,
+            reason: Some(reason.into()),
+        }
+    }
+
+    #[test]
+    fn runner_states_follow_plan_lines_and_the_apply_report() {
+        let mut plan = SitePlan::new("hpc", SiteKind::Slurm, SitePolicy::Apply);
+        plan.changes = vec![
+            change(Action::Unchanged, "a#1", "running job 7"),
+            change(Action::Unchanged, "a#2", "pending job 8"),
+            change(
+                Action::Update,
+                "a#3",
+                "release held job 9 (left by an interrupted apply)",
+            ),
+            change(Action::Delete, "a#4", "scale down: pending job 10"),
+            change(Action::Create, "b#1", "scale up"),
+            change(Action::Create, "b#2", "scale up"),
+        ];
+        let planned = runner_states(&plan, None);
+        assert_eq!(planned["a"]["running"], 1);
+        assert_eq!(planned["a"]["pending"], 2);
+        assert_eq!(planned["a"]["held"], 1);
+        assert_eq!(planned["b"]["missing"], 2);
+        let report = ApplyReport {
+            applied: vec![
+                (Action::Create, plan.changes[4].target.clone()),
+                (Action::Delete, plan.changes[3].target.clone()),
+            ],
+            ..ApplyReport::default()
+        };
+        let applied = runner_states(&plan, Some(&report));
+        assert_eq!(applied["a"]["pending"], 1);
+        assert_eq!(applied["b"]["pending"], 1);
+        assert_eq!(applied["b"]["missing"], 1);
+    }
 }

@@ -137,6 +137,87 @@ pub const AUTOSCALING_RUNNER_SET: KindInfo = kind(
 /// Node (never owned: only declared labels and taints are applied).
 pub const NODE: KindInfo = kind("", "v1", "Node", "nodes", false, None, 2);
 
+/// DaemonSet (read: device plugins a site requires).
+pub const DAEMON_SET: KindInfo = kind("apps", "v1", "DaemonSet", "daemonsets", true, None, 2);
+/// RuntimeClass (read: runtime classes a site requires).
+pub const RUNTIME_CLASS: KindInfo = kind(
+    "node.k8s.io",
+    "v1",
+    "RuntimeClass",
+    "runtimeclasses",
+    false,
+    None,
+    2,
+);
+/// CustomResourceDefinition (read: CRDs a site requires or that serve owned kinds).
+pub const CRD: KindInfo = kind(
+    "apiextensions.k8s.io",
+    "v1",
+    "CustomResourceDefinition",
+    "customresourcedefinitions",
+    false,
+    None,
+    0,
+);
+
+/// Verbs drover uses on every owned kind: `list` (observe lists owned objects by label in
+/// all namespaces), `patch` (server-side apply), `create` (an apply that creates an object
+/// is authorized as `create`), `get` (a prune re-reads the live object) and `delete`
+/// (prune).
+pub const OWNED_VERBS: &[&str] = &["create", "delete", "get", "list", "patch"];
+/// Verbs on Nodes: `list` (observe, when the site has pools) and `patch` (server-side
+/// apply of declared labels and taints to existing nodes; never create or delete).
+pub const NODE_VERBS: &[&str] = &["list", "patch"];
+/// Kinds only read by name for site checks (`get`).
+pub const CHECKED: [KindInfo; 3] = [DAEMON_SET, RUNTIME_CLASS, CRD];
+/// Verbs on [`CHECKED`] kinds.
+pub const CHECKED_VERBS: &[&str] = &["get"];
+
+/// One RBAC rule drover needs on a site (cluster-wide: owned objects live in every
+/// namespace the fleet declares). The shape of a `rbac.authorization.k8s.io/v1`
+/// `PolicyRule` without resource names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequiredRule {
+    /// API group (`""` for core).
+    pub api_group: String,
+    /// Plural resource names, sorted.
+    pub resources: Vec<String>,
+    /// Verbs, sorted.
+    pub verbs: Vec<String>,
+}
+
+/// Every permission the Kubernetes driver uses, derived from the kind tables and the
+/// verbs above: one rule per API group and verb set, sorted. `deploy/kubernetes/rbac.yaml`
+/// must grant exactly these (a test checks it). The runner Role drover renders grants
+/// nothing, so creating it and binding it needs no `escalate` or `bind`.
+pub fn required_rules() -> Vec<RequiredRule> {
+    use std::collections::BTreeMap;
+    let mut rules: BTreeMap<(&str, &[&str]), Vec<String>> = BTreeMap::new();
+    let uses = OWNED
+        .iter()
+        .map(|k| (k, OWNED_VERBS))
+        .chain(std::iter::once((&NODE, NODE_VERBS)))
+        .chain(CHECKED.iter().map(|k| (k, CHECKED_VERBS)));
+    for (kind, verbs) in uses {
+        rules
+            .entry((kind.group, verbs))
+            .or_default()
+            .push(kind.plural.to_string());
+    }
+    rules
+        .into_iter()
+        .map(|((group, verbs), mut resources)| {
+            resources.sort();
+            resources.dedup();
+            RequiredRule {
+                api_group: group.to_string(),
+                resources,
+                verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            }
+        })
+        .collect()
+}
+
 /// Every kind drover owns objects of, in apply order.
 pub const OWNED: [KindInfo; 10] = [
     NAMESPACE,

@@ -104,11 +104,7 @@ pub async fn observe(
     };
 
     let daemon_sets = try_join_all(rendered.requires.device_plugins.iter().map(|(ns, name)| {
-        let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "apps",
-            "v1",
-            "DaemonSet",
-        ));
+        let ar = kinds::DAEMON_SET.api_resource();
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
         async move {
             let what = format!("reading DaemonSet {ns}/{name}");
@@ -122,11 +118,7 @@ pub async fn observe(
     }));
 
     let runtime_classes = try_join_all(rendered.requires.runtime_classes.keys().map(|name| {
-        let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "node.k8s.io",
-            "v1",
-            "RuntimeClass",
-        ));
+        let ar = kinds::RUNTIME_CLASS.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         async move {
             let what = format!("reading RuntimeClass {name}");
@@ -142,11 +134,7 @@ pub async fn observe(
             .filter_map(|k| k.crd.map(str::to_string)),
     );
     let crds = try_join_all(crd_names.into_iter().map(|name| {
-        let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-        ));
+        let ar = kinds::CRD.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         async move {
             let what = format!("reading CustomResourceDefinition {name}");
