@@ -5,6 +5,7 @@
 
 pub mod autoscale;
 pub mod credentials;
+pub mod drift;
 pub mod fleet;
 pub mod github;
 pub mod plan;

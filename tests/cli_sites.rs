@@ -190,3 +190,59 @@ async fn unreachable_site_makes_plan_fail_with_exit_1() {
     assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
     assert!(text(&plan).contains("plan unknown"), "{}", text(&plan));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_reports_out_of_band_changes_and_changes_nothing() {
+    let emu = KubeEmulator::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("fleet.yaml"), FLEET).unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    emu.write_kubeconfig(&kubeconfig).unwrap();
+    let apply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+
+    let clean = drover(args("drift", &dir, &kubeconfig, &["--exit-code"])).await;
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+    assert!(
+        text(&clean).contains("site emu: no drift"),
+        "{}",
+        text(&clean)
+    );
+
+    let templates = emu.list_objects("v1", "PodTemplate", Some("ci-runners"));
+    let mut edited = templates.first().expect("a rendered PodTemplate").clone();
+    let name = edited["metadata"]["name"].as_str().unwrap().to_string();
+    edited["template"]["spec"]["containers"][0]["image"] = serde_json::json!("evil/runner:latest");
+    emu.put_object_as("kubectl-edit", edited).unwrap();
+    let writes = emu.write_count();
+
+    let drift = drover(args("drift", &dir, &kubeconfig, &["--exit-code"])).await;
+    assert_eq!(drift.status.code(), Some(2), "{}", text(&drift));
+    let out = text(&drift);
+    assert!(
+        out.contains(&format!(
+            "changed out of band: PodTemplate ci-runners/{name}"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("-") && out.contains("evil/runner:latest"),
+        "{out}"
+    );
+    assert_eq!(emu.write_count(), writes, "drift changes nothing");
+
+    let json = drover(args("drift", &dir, &kubeconfig, &["--format", "json"])).await;
+    assert_eq!(
+        json.status.code(),
+        Some(0),
+        "without --exit-code drift is not an error"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        report["sites"][0]["changed"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+}

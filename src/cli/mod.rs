@@ -1,6 +1,7 @@
 //! Argument parsing (clap derive), logging setup, exit codes, and dispatch to commands.
 
 mod apply;
+mod drift;
 mod fleet_arg;
 mod plan;
 mod reconcile;
@@ -9,7 +10,6 @@ mod schema;
 mod serve;
 mod validate;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -104,8 +104,10 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Print the objects drover owns on each site (Kubernetes manifests, Slurm job specs).
     Render(render::RenderArgs),
-    /// Report drift between the fleet repo and the sites (not yet available in this release).
-    Drift(PendingArgs),
+    /// Report drift between the fleet repo and each site: objects changed out of band (with
+    /// diffs), missing, no longer declared, runner sets below min, site findings. Changes
+    /// nothing. Exit 0, or 2 with --exit-code when there is drift; 1 on errors.
+    Drift(drift::DriftArgs),
     /// Run the reconciler as a service: reconcile on new revisions (poll, push webhook),
     /// on a schedule and on request; serve /healthz, /readyz, /metrics, /status and a
     /// status page.
@@ -113,14 +115,6 @@ pub enum Command {
     /// Ask a running `drover serve` to reconcile now (`--now`), with its trigger token.
     /// Exit 0 queued, 1 refused, 2 usage error or service unreachable.
     Reconcile(reconcile::ReconcileArgs),
-}
-
-/// Arguments of commands that later releases fill in.
-#[derive(Debug, Args)]
-pub struct PendingArgs {
-    /// Fleet repo directory.
-    #[arg(default_value = ".")]
-    pub dir: PathBuf,
 }
 
 /// Sets up tracing to stderr.
@@ -151,11 +145,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Render(args) => render::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Reconcile(args) => reconcile::run(&args),
-        Command::Drift(_) => {
-            eprintln!(
-                "error: this command is not available in this release yet; see README.md (Roadmap)"
-            );
-            Ok(Exit::Usage)
-        }
+        Command::Drift(args) => drift::run(&args),
     }
 }
