@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use support::kube_emulator::KubeEmulator;
@@ -69,6 +69,17 @@ async fn drover(args: Vec<String>) -> Output {
     .unwrap()
 }
 
+/// A temp dir holding `fleet/fleet.yaml` with `yaml`; returns it (keep it alive), the
+/// fleet directory, and where to write the kubeconfig.
+fn fleet_dir(yaml: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("fleet.yaml"), yaml).unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    (tmp, dir, kubeconfig)
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -87,11 +98,7 @@ fn args(command: &str, dir: &Path, kubeconfig: &Path, extra: &[&str]) -> Vec<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn render_plan_apply_then_an_empty_plan() {
     let emu = KubeEmulator::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("fleet");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("fleet.yaml"), FLEET).unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
+    let (_tmp, dir, kubeconfig) = fleet_dir(FLEET);
     emu.write_kubeconfig(&kubeconfig).unwrap();
 
     let rendered = drover(vec!["render".into(), dir.display().to_string()]).await;
@@ -161,18 +168,11 @@ async fn render_plan_apply_then_an_empty_plan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_site_makes_plan_fail_with_exit_1() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("fleet");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::write(
-        dir.join("fleet.yaml"),
-        FLEET.replace(
-            "namespace: ci-runners",
-            "namespace: ci-runners\n  timeoutSeconds: 2",
-        ),
-    )
-    .unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
+    let fleet = FLEET.replace(
+        "namespace: ci-runners",
+        "namespace: ci-runners\n  timeoutSeconds: 2",
+    );
+    let (_tmp, dir, kubeconfig) = fleet_dir(&fleet);
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -194,11 +194,7 @@ async fn unreachable_site_makes_plan_fail_with_exit_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_reports_out_of_band_changes_and_changes_nothing() {
     let emu = KubeEmulator::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("fleet");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("fleet.yaml"), FLEET).unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
+    let (_tmp, dir, kubeconfig) = fleet_dir(FLEET);
     emu.write_kubeconfig(&kubeconfig).unwrap();
     let apply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
     assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
