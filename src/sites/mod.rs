@@ -6,10 +6,12 @@
 //! concurrency, timeouts, filtering — lives in [`crate::reconcile`].
 
 pub mod kubernetes;
+pub mod runners;
 pub mod slurm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::fleet::model::{Fleet, Site};
 use crate::fleet::{FleetRepo, Located};
@@ -95,6 +97,19 @@ pub struct RunOptions {
     pub desired_runners: BTreeMap<String, u32>,
     /// How to apply.
     pub apply: ApplyOptions,
+    /// GitHub's side of runners (JIT configs, registrations); `None` outside the
+    /// autoscaler, where drivers cannot start runners that need a JIT config.
+    pub registry: Option<Registry>,
+}
+
+/// A shared [`runners::RunnerRegistry`] (a newtype so that [`RunOptions`] stays `Debug`).
+#[derive(Clone)]
+pub struct Registry(pub Arc<dyn runners::RunnerRegistry>);
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registry(..)")
+    }
 }
 
 /// How to apply a plan.

@@ -1,0 +1,112 @@
+//! What the site drivers need from GitHub to create and remove runners: the
+//! [`RunnerRegistry`]. The autoscaler in `drover serve` implements it over the GitHub
+//! client; drivers only see this trait, so their plans stay pure and their tests can use
+//! any implementation.
+//!
+//! Runner names carry drover's ownership: `drover-<fleet>-<set>-<suffix>` (see
+//! [`runner_name`]). On Kubernetes the runner's Pod has the same name; on Slurm the suffix is
+//! `j<job id>`. A GitHub runner whose name does not parse as one of the fleet's is never
+//! touched.
+
+use futures::future::BoxFuture;
+
+use crate::credentials::Secret;
+use crate::sites::slurm::jit::{JitGrant, JitRequest};
+
+/// GitHub's view of one registered runner, from the autoscaler's last observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisteredRunner {
+    /// GitHub's runner id.
+    pub id: u64,
+    /// The runner is connected to GitHub.
+    pub online: bool,
+    /// The runner is running a job.
+    pub busy: bool,
+}
+
+/// The outcome of [`RunnerRegistry::deregister`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The registration was deleted: the runner can take no job any more.
+    Removed,
+    /// GitHub refused because the runner is running a job: leave it alone.
+    Busy,
+    /// GitHub has no runner of that name (never registered, or already gone).
+    NotRegistered,
+}
+
+/// Mints runner credentials and removes registrations; implemented by the autoscaler.
+pub trait RunnerRegistry: Send + Sync {
+    /// GitHub's view of the runner named `name`, if it is registered.
+    fn registered(&self, name: &str) -> Option<RegisteredRunner>;
+
+    /// A just-in-time runner config for a new runner `name` of runner set `set`, with the
+    /// set's labels and runner group. The config is a secret.
+    fn jit_config<'a>(
+        &'a self,
+        set: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Secret, String>>;
+
+    /// Deletes the registration of runner `name` of `set`, so it can take no job; GitHub
+    /// refuses while the runner is busy ([`Removal::Busy`]).
+    fn deregister<'a>(
+        &'a self,
+        set: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Removal, String>>;
+
+    /// A one-time JIT grant for a Slurm runner job about to be submitted: the job fetches
+    /// its config from drover's service when it starts. `Err` when this registry has no
+    /// JIT endpoint (outside `drover serve`).
+    fn slurm_grant(&self, request: &JitRequest) -> Result<JitGrant, String>;
+}
+
+/// Prefix of every runner name of a runner set: `drover-<fleet>-<set>-`.
+pub fn runner_prefix(fleet: &str, set: &str) -> String {
+    format!("drover-{fleet}-{set}-")
+}
+
+/// The name of a runner (and of its Pod): `drover-<fleet>-<set>-<suffix>`.
+pub fn runner_name(fleet: &str, set: &str, suffix: &str) -> String {
+    format!("{}{suffix}", runner_prefix(fleet, set))
+}
+
+/// The runner set a runner name belongs to, among `sets` of `fleet`. The longest matching
+/// set name wins, so `gpu` and `gpu-big` never claim each other's runners.
+pub fn set_of_runner<'a>(
+    name: &str,
+    fleet: &str,
+    sets: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    sets.into_iter()
+        .filter(|set| {
+            name.strip_prefix(&runner_prefix(fleet, set))
+                .is_some_and(|suffix| {
+                    !suffix.is_empty() && suffix.chars().all(|c| c.is_ascii_alphanumeric())
+                })
+        })
+        .max_by_key(|set| set.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_longest_set_wins() {
+        let name = runner_name("prod", "gpu-big", "x7k2p");
+        assert_eq!(name, "drover-prod-gpu-big-x7k2p");
+        assert_eq!(
+            set_of_runner(&name, "prod", ["gpu", "gpu-big"]),
+            Some("gpu-big")
+        );
+        assert_eq!(
+            set_of_runner("drover-prod-gpu-j42", "prod", ["gpu", "gpu-big"]),
+            Some("gpu")
+        );
+        assert_eq!(set_of_runner("drover-prod-gpu-", "prod", ["gpu"]), None);
+        assert_eq!(set_of_runner("drover-dev-gpu-a1", "prod", ["gpu"]), None);
+        assert_eq!(set_of_runner("my-laptop", "prod", ["gpu"]), None);
+    }
+}
