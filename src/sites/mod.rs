@@ -100,6 +100,9 @@ pub struct RunOptions {
     /// GitHub's side of runners (JIT configs, registrations); `None` outside the
     /// autoscaler, where drivers cannot start runners that need a JIT config.
     pub registry: Option<Registry>,
+    /// Plan and apply runners only (runner Pods, Slurm runner jobs), not the site's other
+    /// objects: the autoscaler's fast path between full reconciles.
+    pub runners_only: bool,
 }
 
 /// A shared [`runners::RunnerRegistry`] (a newtype so that [`RunOptions`] stays `Debug`).
