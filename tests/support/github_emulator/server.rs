@@ -51,7 +51,13 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().to_string();
+    // GitHub Enterprise Server serves the REST API under `/api/v3`; accept both forms.
+    let path = uri
+        .path()
+        .strip_prefix("/api/v3")
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(uri.path())
+        .to_string();
     let query: Vec<(String, String)> = uri
         .query()
         .map(|q| {
