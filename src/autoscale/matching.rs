@@ -83,6 +83,20 @@ pub enum UnmatchedReason {
     },
 }
 
+/// A one-line description of why no set can serve a job.
+pub fn describe(reason: &UnmatchedReason) -> String {
+    match reason {
+        UnmatchedReason::NoLabels => "the job has no runs-on labels".into(),
+        UnmatchedReason::NoSetInScope => {
+            "no runner set is registered where its repository can use it".into()
+        }
+        UnmatchedReason::MissingLabels { closest, missing } => format!(
+            "no runner set has all its labels; closest is {closest}, missing {}",
+            missing.join(", ")
+        ),
+    }
+}
+
 /// A job no runner set can serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unmatched {

@@ -10,10 +10,16 @@
 //! (a "stolen" runner) never leaves a job waiting: the job it was meant for is still
 //! queued and is counted again.
 
+pub mod config;
+pub mod controller;
 pub mod decide;
+pub mod demand;
 pub mod labels;
 pub mod matching;
+pub mod metrics;
 
+pub use config::{ScaleConfig, Scaling, SetScaling};
+pub use controller::{Autoscaler, Settings};
 pub use decide::{Bound, Decision, ScaleInput, decide, pool_capacity};
 pub use labels::runner_labels;
 pub use matching::{

@@ -60,6 +60,10 @@ pub struct SitePlan {
     /// Set when the site could not be observed: its plan is unknown (never "empty").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// GitHub runner names of the site's live runners (Pods, Slurm jobs), for the
+    /// autoscaler: a registered runner of the fleet with none of these is a leftover.
+    #[serde(skip)]
+    pub live_runners: Vec<String>,
 }
 
 impl SitePlan {
@@ -72,6 +76,7 @@ impl SitePlan {
             changes: Vec::new(),
             findings: Vec::new(),
             error: None,
+            live_runners: Vec::new(),
         }
     }
 

@@ -49,6 +49,48 @@ pub struct ConfigFile {
     pub kubeconfig: Option<PathBuf>,
     /// Leader election, for more than one replica.
     pub lease: Option<LeaseFile>,
+    /// Runner autoscaling from GitHub demand; off without this key.
+    pub autoscale: Option<AutoscaleFile>,
+}
+
+/// Runner autoscaling settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AutoscaleFile {
+    /// drover's JIT endpoint as Slurm runner jobs reach it, e.g.
+    /// `http://drover.example:8080/jit`.
+    pub jit_url: Option<String>,
+    /// Repositories (`owner/name`) polled for queued jobs besides those of
+    /// repository-scoped runner sets and those seen in webhooks.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Seconds between polls of queued jobs [default: 30].
+    pub poll_interval_seconds: Option<u64>,
+    /// Seconds between reads of GitHub's runner list [default: 15].
+    pub refresh_interval_seconds: Option<u64>,
+    /// Seconds a new runner may take to come online before it is replaced [default: 600].
+    pub runner_start_timeout_seconds: Option<u64>,
+    /// Seconds a registered runner may be offline with no pod or job before it is
+    /// deregistered [default: 120].
+    pub orphan_grace_seconds: Option<u64>,
+}
+
+impl AutoscaleFile {
+    /// The autoscaler settings.
+    pub fn settings(&self) -> crate::autoscale::Settings {
+        let d = crate::autoscale::Settings::default();
+        let secs = |v: Option<u64>, default: std::time::Duration| {
+            v.map_or(default, |s| std::time::Duration::from_secs(s.max(1)))
+        };
+        crate::autoscale::Settings {
+            jit_url: self.jit_url.clone(),
+            repositories: self.repositories.clone(),
+            poll_interval: secs(self.poll_interval_seconds, d.poll_interval),
+            refresh_interval: secs(self.refresh_interval_seconds, d.refresh_interval),
+            orphan_grace: secs(self.orphan_grace_seconds, d.orphan_grace),
+            ..d
+        }
+    }
 }
 
 impl ConfigFile {

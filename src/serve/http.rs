@@ -24,6 +24,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/status", get(status))
         .route("/webhook", post(github_webhook))
         .route("/reconcile", post(manual_trigger))
+        .route("/jit", post(super::autoscale::jit))
         .layer(DefaultBodyLimit::max(webhook::MAX_BODY_BYTES))
         .with_state(service)
 }
@@ -118,6 +119,23 @@ async fn github_webhook(
             count_delivery(&service, &event, "accepted");
             service.trigger(Trigger::Full);
             (StatusCode::ACCEPTED, "reconcile queued").into_response()
+        }
+        "workflow_job" => {
+            let Some(autoscaler) = &service.autoscaler else {
+                count_delivery(&service, &event, "ignored");
+                return (StatusCode::ACCEPTED, "autoscaling is off").into_response();
+            };
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(payload) => {
+                    count_delivery(&service, &event, "accepted");
+                    autoscaler.observe_webhook(&payload);
+                    (StatusCode::ACCEPTED, "demand updated").into_response()
+                }
+                Err(_) => {
+                    count_delivery(&service, &event, "malformed");
+                    (StatusCode::BAD_REQUEST, "payload is not JSON").into_response()
+                }
+            }
         }
         "ping" => {
             count_delivery(&service, &event, "accepted");

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub watch_events: Counter,
     /// 1 while this replica holds the lease (or runs without one), else 0.
     pub leader: Gauge,
+    /// The autoscaler's metrics (`drover_autoscale_*`).
+    pub autoscale: crate::autoscale::metrics::AutoscaleMetrics,
 }
 
 impl Metrics {
@@ -111,6 +113,7 @@ impl Metrics {
             runners: Family::default(),
             watch_events: Counter::default(),
             leader: Gauge::default(),
+            autoscale: crate::autoscale::metrics::AutoscaleMetrics::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -173,6 +176,7 @@ impl Metrics {
             "1 while this replica applies (holds the lease)",
             m.leader.clone(),
         );
+        m.autoscale.register(&mut registry);
         Self { registry, ..m }
     }
 

@@ -8,6 +8,7 @@
 //! site concurrently with its own deadline. A shutdown signal stops intake; an in-flight
 //! run finishes before the loop exits.
 
+pub mod autoscale;
 pub mod client;
 pub mod config;
 pub mod http;
@@ -155,6 +156,8 @@ pub struct ServeConfig {
     pub run_options: RunOptions,
     /// Leader election for several replicas; a single replica (`None`) always leads.
     pub lease: Option<lease::LeaseConfig>,
+    /// Runner autoscaling from GitHub demand; off when `None`.
+    pub autoscale: Option<crate::autoscale::Settings>,
 }
 
 /// Why a reconcile was asked for.
@@ -181,6 +184,10 @@ pub struct Service {
     full_pending: AtomicBool,
     /// The `drover_runners` series set per site (to remove stale ones).
     runner_series: Mutex<HashMap<String, Vec<RunnerLabels>>>,
+    /// The autoscaler, when autoscaling is on.
+    pub autoscaler: Option<Arc<crate::autoscale::Autoscaler>>,
+    /// One lock per site: a site is never reconciled by two tasks at once.
+    site_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Service {
@@ -190,6 +197,11 @@ impl Service {
         source: Box<dyn FleetSource>,
     ) -> (Arc<Self>, mpsc::Receiver<Trigger>) {
         let (triggers, rx) = mpsc::channel(1);
+        let metrics = Metrics::new();
+        let autoscaler = config
+            .autoscale
+            .clone()
+            .map(|settings| crate::autoscale::Autoscaler::new(settings, metrics.autoscale.clone()));
         let status = Status {
             leader: config.lease.is_none(),
             source: status::SourceStatus {
@@ -202,13 +214,15 @@ impl Service {
             config,
             source,
             status: RwLock::new(status),
-            metrics: Metrics::new(),
+            metrics,
             deliveries: Mutex::new(webhook::Deliveries::new(1024)),
             triggers,
             good: Mutex::new(None),
             last_fetched: Mutex::new(None),
             full_pending: AtomicBool::new(false),
             runner_series: Mutex::new(HashMap::new()),
+            autoscaler,
+            site_locks: Mutex::new(HashMap::new()),
         });
         service
             .metrics
@@ -217,9 +231,25 @@ impl Service {
         (service, rx)
     }
 
+    /// The lock of one site.
+    pub fn site_lock(&self, site: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.site_locks
+            .lock()
+            .expect("site locks")
+            .entry(site.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
-        self.status.read().expect("status lock").clone()
+        let mut status = self.status.read().expect("status lock").clone();
+        if let Some(a) = &self.autoscaler {
+            let view = status.autoscale.get_or_insert_default();
+            view.sets = a.rows();
+            view.unserved = a.unserved();
+        }
+        status
     }
 
     /// Queues a reconcile; merged into the pending one if there is one (a full request
@@ -315,6 +345,18 @@ impl Service {
         }
         let repo = validation.expect("checked").expect("checked").repo;
         tracing::info!(revision = %snapshot.revision, "adopted fleet revision");
+        if let Some(a) = &self.autoscaler {
+            let outcome = a.configure(&snapshot.revision, &repo);
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "autoscaling cannot reach GitHub; runner counts stay at min");
+            }
+            self.status
+                .write()
+                .expect("status lock")
+                .autoscale
+                .get_or_insert_default()
+                .error = outcome.err();
+        }
         *self.good.lock().expect("good lock") = Some((snapshot.revision.clone(), Arc::new(repo)));
         let mut st = self.status.write().expect("status lock");
         st.source.good_revision = Some(snapshot.revision);
@@ -349,8 +391,12 @@ impl Service {
         leader: bool,
     ) {
         let (repo, name, revision) = (repo.as_ref(), name.as_str(), revision.as_str());
+        let lock = self.site_lock(name);
+        let _held = lock.lock().await;
         let started = Instant::now();
-        let options = &site_options(&self.config.run_options, repo, name);
+        let mut options = site_options(&self.config.run_options, repo, name);
+        autoscale::with_autoscaler(&mut options, self.autoscaler.as_ref());
+        let options = &options;
         let (plan, report) = if leader {
             match reconcile::apply(repo, options, Some(name)).await {
                 Ok((mut plan, mut reports)) => (plan.sites.remove(0), reports.pop()),
@@ -362,6 +408,12 @@ impl Service {
                 Err(err) => (failed_plan(repo, name, &err.to_string()), None),
             }
         };
+        if let Some(a) = &self.autoscaler
+            && plan.error.is_none()
+        {
+            a.record_live(name, plan.live_runners.clone());
+            autoscale::count_failed_starts(a, &plan);
+        }
         let outcome = outcome(&plan, report.as_ref());
         self.record(
             revision,
@@ -559,6 +611,7 @@ pub async fn run_with_listener(
     let tickers = tickers(service.clone(), stop_rx.clone());
     let election = elect(service.clone(), stop_rx.clone());
     let watcher = watch_source(service.clone(), stop_rx.clone());
+    let autoscaler = autoscale::run(service.clone(), stop_rx.clone());
     service.trigger(Trigger::Full);
     let mut stop = stop_rx.clone();
     let looped = service.clone();
@@ -576,7 +629,15 @@ pub async fn run_with_listener(
         tracing::info!("shutting down: finishing the in-flight reconcile");
         let _ = stop_tx.send(true);
     };
-    let (served, ..) = tokio::join!(server, tickers, election, watcher, reconcile_loop, signal);
+    let (served, ..) = tokio::join!(
+        server,
+        tickers,
+        election,
+        watcher,
+        autoscaler,
+        reconcile_loop,
+        signal
+    );
     served
 }
 

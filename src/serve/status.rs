@@ -27,6 +27,20 @@ pub struct Status {
     pub source: SourceStatus,
     /// Per-site state, by name.
     pub sites: BTreeMap<String, SiteStatus>,
+    /// Runner autoscaling, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleStatus>,
+}
+
+/// Runner autoscaling: per-set state and the jobs nobody can serve.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AutoscaleStatus {
+    /// Why autoscaling cannot work (e.g. GitHub credentials missing), if so.
+    pub error: Option<String>,
+    /// Per scaled runner set.
+    pub sets: BTreeMap<String, crate::autoscale::controller::SetRow>,
+    /// Queued jobs no runner set can serve.
+    pub unserved: Vec<crate::autoscale::controller::UnservedJob>,
 }
 
 /// The fleet source and the revisions it produced.

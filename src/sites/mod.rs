@@ -79,6 +79,13 @@ impl SiteContext<'_> {
         })
     }
 
+    /// How long a new runner may take to come online before it is replaced.
+    pub fn runner_start_deadline(&self) -> std::time::Duration {
+        self.options
+            .runner_start_deadline
+            .unwrap_or(DEFAULT_RUNNER_START_DEADLINE)
+    }
+
     /// The mass-prune threshold in percent.
     pub fn mass_prune_percent(&self) -> u8 {
         self.repo
@@ -103,7 +110,13 @@ pub struct RunOptions {
     /// Plan and apply runners only (runner Pods, Slurm runner jobs), not the site's other
     /// objects: the autoscaler's fast path between full reconciles.
     pub runners_only: bool,
+    /// How long a new runner may take to come online before it is replaced;
+    /// [`DEFAULT_RUNNER_START_DEADLINE`] when unset.
+    pub runner_start_deadline: Option<std::time::Duration>,
 }
+
+/// Default of [`RunOptions::runner_start_deadline`]: ten minutes.
+pub const DEFAULT_RUNNER_START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A shared [`runners::RunnerRegistry`] (a newtype so that [`RunOptions`] stays `Debug`).
 #[derive(Clone)]

@@ -38,6 +38,7 @@ pub fn config(run_options: RunOptions) -> ServeConfig {
         webhook_secret: Some(Secret::new(HOOK_SECRET)),
         trigger_token: Some(Secret::new(TRIGGER_TOKEN)),
         run_options,
+        autoscale: None,
         lease: None,
     }
 }

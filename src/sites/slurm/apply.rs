@@ -24,6 +24,7 @@ use crate::credentials::{self, Secret};
 use crate::fleet::model::SitePolicy;
 use crate::plan::{Action, ApplyReport, SitePlan, Target};
 use crate::sites::SiteContext;
+use crate::sites::runners::Removal;
 
 /// Driver calls in flight at once during apply.
 pub const CONCURRENCY: usize = 8;
@@ -115,6 +116,7 @@ async fn execute(ctx: &SiteContext<'_>, p: &Prepared, report: &mut ApplyReport) 
         .collect()
         .await;
     record(report, results);
+    retire(ctx, p, driver, report).await;
     // 2. New runners, held.
     let submits: Vec<(&str, u32)> = p
         .ops
@@ -156,6 +158,67 @@ async fn execute(ctx: &SiteContext<'_>, p: &Prepared, report: &mut ApplyReport) 
     }
     if !held.is_empty() {
         settle(ctx, p, driver, held, report).await;
+    }
+}
+
+/// Scale-down of idle running runners: deregister each from GitHub first (GitHub refuses
+/// while the runner is busy), and cancel its job only when the registration is gone.
+async fn retire(
+    ctx: &SiteContext<'_>,
+    p: &Prepared,
+    driver: &dyn SlurmDriver,
+    report: &mut ApplyReport,
+) {
+    let retiring: Vec<&observe::Runner> = p
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Retire(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if retiring.is_empty() {
+        return;
+    }
+    let Some(registry) = ctx.options.registry.as_ref() else {
+        return;
+    };
+    let mut calls = Vec::new();
+    for r in retiring {
+        calls.push(retire_one(registry, driver, r));
+    }
+    let results: Vec<_> = stream::iter(calls)
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    record(report, results);
+}
+
+async fn retire_one(
+    registry: &crate::sites::Registry,
+    driver: &dyn SlurmDriver,
+    r: &observe::Runner,
+) -> Option<(Action, Target, Result<(), String>)> {
+    let target = target(&r.identity.set, r.identity.slot);
+    let name = r.runner_name();
+    match registry.0.deregister(&r.identity.set, &name).await {
+        Ok(Removal::Busy) => {
+            tracing::info!(job = r.id, runner = %name, "runner took a job; kept");
+            None
+        }
+        Ok(Removal::Removed | Removal::NotRegistered) => {
+            let result = driver
+                .cancel(r.id)
+                .await
+                .map_err(|e| format!("job {}: {e}", r.id));
+            Some((Action::Delete, target, result))
+        }
+        Err(e) => Some((
+            Action::Delete,
+            target,
+            Err(format!("runner {name} could not be deregistered: {e}")),
+        )),
     }
 }
 
@@ -271,11 +334,11 @@ fn job_spec(
             .insert(var.clone(), value.expose().to_owned());
     }
     if t.needs_jit {
-        let issuer = jit::issuer().ok_or_else(|| {
+        let registry = ctx.options.registry.as_ref().ok_or_else(|| {
             "no JIT endpoint: the default runner command needs drover's JIT service (`drover serve`)"
                 .to_owned()
         })?;
-        let grant = issuer.issue(&JitRequest {
+        let grant = registry.0.slurm_grant(&JitRequest {
             site: ctx.name().to_owned(),
             fleet: ctx.fleet_name().to_owned(),
             runner_set: set.to_owned(),

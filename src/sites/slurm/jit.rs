@@ -5,13 +5,12 @@
 //! name or comment), `DROVER_JIT_URL` (drover's endpoint) and `DROVER_JIT_TOKEN` (a
 //! one-time credential for this job). When the job starts, its script `POST`s to the URL
 //! with the token as a bearer token and gets the JIT config back, then runs
-//! `./run.sh --jitconfig "$cfg"`. The endpoint and the tokens belong to the autoscaler
-//! (issue "autoscaling"); it installs a [`JitIssuer`] with [`install`]. Until one is
-//! installed, runner sets that use the default command cannot be submitted (apply reports
+//! `./run.sh --jitconfig "$cfg"`. The endpoint and the tokens belong to the autoscaler in
+//! `drover serve`, which hands grants out through
+//! [`crate::sites::runners::RunnerRegistry::slurm_grant`]. Without it (plain `drover
+//! apply`), runner sets that use the default command cannot be submitted (apply reports
 //! them as failed, plan shows the `jit-endpoint-missing` finding); runner sets with their
 //! own `command` do not need it.
-
-use std::sync::{Arc, RwLock};
 
 use crate::credentials::Secret;
 
@@ -40,22 +39,4 @@ pub struct JitGrant {
     pub url: String,
     /// The one-time credential (`DROVER_JIT_TOKEN`).
     pub token: Secret,
-}
-
-/// Issues JIT grants for runner jobs (implemented by the autoscaler's service).
-pub trait JitIssuer: Send + Sync {
-    /// A grant for one job about to be submitted. Errors never contain secrets.
-    fn issue(&self, request: &JitRequest) -> Result<JitGrant, String>;
-}
-
-static ISSUER: RwLock<Option<Arc<dyn JitIssuer>>> = RwLock::new(None);
-
-/// Installs the process-wide issuer (replacing any earlier one).
-pub fn install(issuer: Arc<dyn JitIssuer>) {
-    *ISSUER.write().unwrap_or_else(|e| e.into_inner()) = Some(issuer);
-}
-
-/// The installed issuer, if any.
-pub fn issuer() -> Option<Arc<dyn JitIssuer>> {
-    ISSUER.read().unwrap_or_else(|e| e.into_inner()).clone()
 }

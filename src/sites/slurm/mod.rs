@@ -173,6 +173,24 @@ pub async fn plan(ctx: &super::SiteContext<'_>) -> crate::plan::SitePlan {
     }
 }
 
+/// drover's *running* runner job `job_id` on the site, if it is one (for the JIT
+/// endpoint, which hands a config only to the job a grant was issued for).
+pub async fn runner_job(
+    ctx: &super::SiteContext<'_>,
+    job_id: u64,
+) -> std::result::Result<Option<observe::Runner>, String> {
+    let conn = connect::connect(ctx)?;
+    let jobs = tokio::time::timeout(connect::timeout(ctx), conn.driver.jobs())
+        .await
+        .map_err(|_| format!("Slurm site `{}` did not answer in time", ctx.name()))?
+        .map_err(|e| format!("Slurm site `{}`: {e}", ctx.name()))?;
+    Ok(
+        observe::owned_runners(&jobs, ctx.fleet_name(), conn.user.as_deref())
+            .into_iter()
+            .find(|r| r.id == job_id && r.state == observe::RunnerState::Running),
+    )
+}
+
 /// Plans the site and applies the plan.
 pub async fn apply(
     ctx: &super::SiteContext<'_>,

@@ -122,6 +122,19 @@ pub struct Runner {
     pub held: bool,
     /// Submit time, seconds since the epoch.
     pub submit_time: u64,
+    /// Start time, seconds since the epoch (meaningful once running).
+    pub start_time: u64,
+}
+
+impl Runner {
+    /// The GitHub runner name of this job's runner: `drover-<fleet>-<set>-j<job id>`.
+    pub fn runner_name(&self) -> String {
+        crate::sites::runners::runner_name(
+            &self.identity.fleet,
+            &self.identity.set,
+            &format!("j{}", self.id),
+        )
+    }
 }
 
 /// drover's runner jobs among `jobs`: name and comment in drover's format
@@ -139,6 +152,7 @@ pub fn owned_runners(jobs: &[Job], fleet: &str, user: Option<&str>) -> Vec<Runne
                     state,
                     held: state == RunnerState::Pending && j.reason == HELD_REASON,
                     submit_time: j.submit_time,
+                    start_time: j.start_time,
                 }
             })
         })
@@ -305,6 +319,7 @@ mod tests {
             gres: String::new(),
             tres: String::new(),
             submit_time: id,
+            start_time: id,
         }
     }
 

@@ -6,10 +6,13 @@
 //! 2. Two live jobs in one slot are duplicates: the lowest job id wins; a pending loser is
 //!    cancelled, a running loser is kept (and counted).
 //! 3. Too few: submit into the lowest free slots.
-//! 4. Too many: cancel pending jobs, newest first. Running jobs are never cancelled by
-//!    scale-down (a running runner may be busy; only the autoscaler, which knows GitHub's
-//!    busy state, will remove running runners).
+//! 4. Too many: cancel pending jobs, newest first; then *retire* running jobs whose GitHub
+//!    runner is registered, online and idle (apply deregisters the runner first and
+//!    cancels the job only if GitHub agrees it is not busy). A running job whose runner is
+//!    busy, or unknown to GitHub, is never cancelled by scale-down.
 //! 5. Surviving held jobs (left by an interrupted apply) are released.
+//! 6. A running job of a JIT runner set whose runner has not registered within the start
+//!    deadline is cancelled and replaced, and reported (`runner-start-timeout`).
 //!
 //! Runner sets no longer declared on the site: pending jobs are cancelled only with prune,
 //! running ones are kept and reported (`runner-set-undeclared`).
@@ -18,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::observe::{Runner, RunnerState};
 use crate::plan::{Action, Change, Finding, FindingSeverity, Target};
+use crate::sites::runners::RegisteredRunner;
 
 /// Target kind of runner jobs in plans.
 pub const TARGET_KIND: &str = "SlurmJob";
@@ -29,6 +33,38 @@ pub struct DesiredSet {
     pub set: String,
     /// Desired number of live runners.
     pub count: u32,
+    /// Its runners register with GitHub through drover's JIT endpoint (the default
+    /// command), so the start deadline applies.
+    pub jit: bool,
+}
+
+/// GitHub's view of the site's runner jobs, from the autoscaler.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GithubView {
+    /// `false` outside the autoscaler: nothing is known, nothing is retired or replaced.
+    pub known: bool,
+    /// The registered runner of each job, by job id.
+    pub registered: BTreeMap<u64, RegisteredRunner>,
+    /// Now, seconds since the epoch.
+    pub now: u64,
+    /// Seconds a running JIT runner job may take to register its runner.
+    pub start_deadline: u64,
+}
+
+impl GithubView {
+    fn idle(&self, job: u64) -> bool {
+        self.registered
+            .get(&job)
+            .is_some_and(|r| r.online && !r.busy)
+    }
+
+    fn start_timed_out(&self, r: &Runner) -> bool {
+        self.known
+            && r.state == RunnerState::Running
+            && r.start_time > 0
+            && !self.registered.contains_key(&r.id)
+            && self.now.saturating_sub(r.start_time) > self.start_deadline
+    }
 }
 
 /// Why a job is cancelled.
@@ -40,6 +76,8 @@ pub enum CancelReason {
     Duplicate(u64),
     /// The runner set is no longer declared on the site (prune).
     Undeclared,
+    /// The job started but its runner never registered within the deadline.
+    StartTimeout,
 }
 
 /// One step of the plan.
@@ -54,8 +92,10 @@ pub enum Op {
     },
     /// Release a held job that survives.
     Release(Runner),
-    /// Cancel a pending job.
+    /// Cancel a job (pending, or a running one whose runner never registered).
     Cancel(Runner, CancelReason),
+    /// Deregister an idle runner, then cancel its running job (scale-down).
+    Retire(Runner),
     /// Leave a job as it is.
     Keep(Runner, String),
 }
@@ -75,13 +115,21 @@ impl Op {
                     CancelReason::ScaleDown => "scale down".to_owned(),
                     CancelReason::Duplicate(of) => format!("duplicate of job {of}"),
                     CancelReason::Undeclared => "runner set no longer declared".to_owned(),
+                    CancelReason::StartTimeout => {
+                        "runner never came online within the start deadline".to_owned()
+                    }
                 };
                 (
                     Action::Delete,
                     target_of(r),
-                    format!("{why}: pending job {}", r.id),
+                    format!("{why}: {} job {}", r.state.as_str(), r.id),
                 )
             }
+            Op::Retire(r) => (
+                Action::Delete,
+                target_of(r),
+                format!("scale down: idle runner, running job {}", r.id),
+            ),
             Op::Keep(r, note) => (Action::Unchanged, target_of(r), note.clone()),
         };
         Change {
@@ -117,7 +165,12 @@ pub struct RunnerPlan {
 
 /// Plans every runner set of the site. `runners` are the site's jobs owned by the fleet
 /// ([`super::observe::owned_runners`]).
-pub fn plan_runners(desired: &[DesiredSet], runners: &[Runner], prune: bool) -> RunnerPlan {
+pub fn plan_runners(
+    desired: &[DesiredSet],
+    runners: &[Runner],
+    prune: bool,
+    github: &GithubView,
+) -> RunnerPlan {
     let mut by_set: BTreeMap<&str, Vec<&Runner>> = BTreeMap::new();
     for r in runners {
         by_set.entry(r.identity.set.as_str()).or_default().push(r);
@@ -127,7 +180,7 @@ pub fn plan_runners(desired: &[DesiredSet], runners: &[Runner], prune: bool) -> 
     desired.sort_by(|a, b| a.set.cmp(&b.set));
     for d in &desired {
         let jobs = by_set.remove(d.set.as_str()).unwrap_or_default();
-        plan_set(d, &jobs, &mut plan);
+        plan_set(d, &jobs, github, &mut plan);
     }
     for (set, jobs) in by_set {
         plan_undeclared(set, &jobs, prune, &mut plan);
@@ -135,18 +188,24 @@ pub fn plan_runners(desired: &[DesiredSet], runners: &[Runner], prune: bool) -> 
     plan
 }
 
-fn plan_set(d: &DesiredSet, jobs: &[&Runner], plan: &mut RunnerPlan) {
+fn plan_set(d: &DesiredSet, jobs: &[&Runner], github: &GithubView, plan: &mut RunnerPlan) {
     let mut jobs: Vec<&Runner> = jobs.to_vec();
     jobs.sort_by_key(|r| (r.identity.slot, r.id));
     failed_finding(&d.set, &jobs, plan);
     let mut live: Vec<&Runner> = Vec::new();
     let mut winners: BTreeMap<u32, u64> = BTreeMap::new();
     let mut dup_cancels = Vec::new();
+    let mut timed_out = Vec::new();
     for r in jobs.iter().copied() {
         match r.state {
             RunnerState::Completing => plan
                 .ops
                 .push(Op::Keep(r.clone(), format!("completing job {}", r.id))),
+            _ if d.jit && github.start_timed_out(r) => {
+                timed_out.push((r.id, r.identity.slot));
+                plan.ops
+                    .push(Op::Cancel(r.clone(), CancelReason::StartTimeout));
+            }
             s if s.is_live() => match winners.get(&r.identity.slot) {
                 None => {
                     winners.insert(r.identity.slot, r.id);
@@ -161,6 +220,20 @@ fn plan_set(d: &DesiredSet, jobs: &[&Runner], plan: &mut RunnerPlan) {
         }
     }
     plan.ops.extend(dup_cancels);
+    if !timed_out.is_empty() {
+        let jobs: Vec<u64> = timed_out.iter().map(|&(id, _)| id).collect();
+        plan.findings.push(Finding::new(
+            FindingSeverity::Warning,
+            "runner-start-timeout",
+            format!("RunnerSet {}", d.set),
+            format!(
+                "{} runner job(s) started but their runner never came online within {} s ({}); cancelled and replaced",
+                timed_out.len(),
+                github.start_deadline,
+                ids(&jobs)
+            ),
+        ));
+    }
     let want = d.count as usize;
     let mut cancel: BTreeSet<u64> = BTreeSet::new();
     if live.len() > want {
@@ -171,17 +244,29 @@ fn plan_set(d: &DesiredSet, jobs: &[&Runner], plan: &mut RunnerPlan) {
         pending.sort_by_key(|r| std::cmp::Reverse((r.submit_time, r.id)));
         cancel.extend(pending.iter().take(live.len() - want).map(|r| r.id));
     }
-    let surviving = live.len() - cancel.len();
+    let mut retire: BTreeSet<u64> = BTreeSet::new();
+    if live.len() - cancel.len() > want {
+        let mut idle: Vec<&&Runner> = live
+            .iter()
+            .filter(|r| r.state == RunnerState::Running && github.idle(r.id))
+            .collect();
+        idle.sort_by_key(|r| std::cmp::Reverse((r.start_time, r.id)));
+        let excess = live.len() - cancel.len() - want;
+        retire.extend(idle.iter().take(excess).map(|r| r.id));
+    }
+    let surviving = live.len() - cancel.len() - retire.len();
     for r in &live {
         let op = if cancel.contains(&r.id) {
             Op::Cancel((*r).clone(), CancelReason::ScaleDown)
+        } else if retire.contains(&r.id) {
+            Op::Retire((*r).clone())
         } else if r.held {
             Op::Release((*r).clone())
         } else if r.state == RunnerState::Running && surviving > want {
             Op::Keep(
                 (*r).clone(),
                 format!(
-                    "running job {}; above the desired {want}, but running runners are never cancelled by scale-down",
+                    "running job {}; above the desired {want}, but a busy or unregistered runner is never cancelled by scale-down",
                     r.id
                 ),
             )
@@ -191,7 +276,12 @@ fn plan_set(d: &DesiredSet, jobs: &[&Runner], plan: &mut RunnerPlan) {
         plan.ops.push(op);
     }
     if surviving < want {
-        let used: BTreeSet<u32> = live.iter().map(|r| r.identity.slot).collect();
+        // Slots of timed-out jobs stay unused until their cancel has gone through.
+        let used: BTreeSet<u32> = live
+            .iter()
+            .map(|r| r.identity.slot)
+            .chain(timed_out.iter().map(|&(_, slot)| slot))
+            .collect();
         let free = (1u32..).filter(|s| !used.contains(s));
         for slot in free.take(want - surviving) {
             plan.ops.push(Op::Submit {
@@ -289,6 +379,7 @@ mod tests {
             state,
             held: false,
             submit_time: id,
+            start_time: id,
         }
     }
 
@@ -296,6 +387,7 @@ mod tests {
         DesiredSet {
             set: set.into(),
             count,
+            jit: true,
         }
     }
 
@@ -313,7 +405,7 @@ mod tests {
     #[test]
     fn scale_up_fills_the_lowest_free_slots() {
         let jobs = [runner(10, "s", 2, Running)];
-        let plan = plan_runners(&[desired("s", 3)], &jobs, false);
+        let plan = plan_runners(&[desired("s", 3)], &jobs, false, &GithubView::default());
         assert_eq!(
             summary(&plan),
             vec![
@@ -333,7 +425,7 @@ mod tests {
             runner(4, "s", 4, Pending),
             runner(5, "s", 5, Pending),
         ];
-        let plan = plan_runners(&[desired("s", 3)], &jobs, false);
+        let plan = plan_runners(&[desired("s", 3)], &jobs, false, &GithubView::default());
         let cancelled: Vec<u64> = plan
             .ops
             .iter()
@@ -344,7 +436,7 @@ mod tests {
             .collect();
         assert_eq!(cancelled, vec![4, 5]);
         // To zero: every pending job goes, running ones stay.
-        let plan = plan_runners(&[desired("s", 0)], &jobs, true);
+        let plan = plan_runners(&[desired("s", 0)], &jobs, true, &GithubView::default());
         let kept: Vec<u64> = plan
             .ops
             .iter()
@@ -365,7 +457,12 @@ mod tests {
         let mut old = runner(9, "s", 1, Pending);
         old.submit_time = 1;
         let new = runner(2, "s", 2, Pending);
-        let plan = plan_runners(&[desired("s", 1)], &[old, new], false);
+        let plan = plan_runners(
+            &[desired("s", 1)],
+            &[old, new],
+            false,
+            &GithubView::default(),
+        );
         assert!(plan.ops.contains(&Op::Cancel(
             runner(2, "s", 2, Pending),
             CancelReason::ScaleDown
@@ -378,7 +475,12 @@ mod tests {
         held.held = true;
         let mut dup = runner(8, "s", 1, Pending);
         dup.held = true;
-        let plan = plan_runners(&[desired("s", 1)], &[dup.clone(), held.clone()], false);
+        let plan = plan_runners(
+            &[desired("s", 1)],
+            &[dup.clone(), held.clone()],
+            false,
+            &GithubView::default(),
+        );
         assert_eq!(
             plan.ops,
             vec![
@@ -391,7 +493,7 @@ mod tests {
     #[test]
     fn running_duplicates_are_kept_and_counted() {
         let jobs = [runner(1, "s", 1, Running), runner(2, "s", 1, Running)];
-        let plan = plan_runners(&[desired("s", 2)], &jobs, false);
+        let plan = plan_runners(&[desired("s", 2)], &jobs, false, &GithubView::default());
         assert!(plan.ops.iter().all(|op| matches!(op, Op::Keep(..))));
     }
 
@@ -402,7 +504,7 @@ mod tests {
             runner(2, "s", 2, Completing),
             runner(3, "s", 3, RunnerState::Finished),
         ];
-        let plan = plan_runners(&[desired("s", 1)], &jobs, false);
+        let plan = plan_runners(&[desired("s", 1)], &jobs, false, &GithubView::default());
         assert_eq!(
             summary(&plan),
             vec!["unchanged completing job 2 [s#2]", "create scale up [s#1]"]
@@ -413,9 +515,9 @@ mod tests {
     #[test]
     fn undeclared_sets_are_pruned_only_with_prune_and_running_ones_reported() {
         let jobs = [runner(1, "gone", 1, Running), runner(2, "gone", 2, Pending)];
-        let keep = plan_runners(&[], &jobs, false);
+        let keep = plan_runners(&[], &jobs, false, &GithubView::default());
         assert!(keep.ops.iter().all(|op| matches!(op, Op::Keep(..))));
-        let prune = plan_runners(&[], &jobs, true);
+        let prune = plan_runners(&[], &jobs, true, &GithubView::default());
         assert!(prune.ops.contains(&Op::Cancel(
             runner(2, "gone", 2, Pending),
             CancelReason::Undeclared
@@ -432,13 +534,112 @@ mod tests {
     #[test]
     fn plans_are_stable_when_nothing_changes() {
         let jobs = [runner(1, "a", 1, Running), runner(2, "b", 1, Pending)];
-        let plan = plan_runners(&[desired("b", 1), desired("a", 1)], &jobs, false);
+        let plan = plan_runners(
+            &[desired("b", 1), desired("a", 1)],
+            &jobs,
+            false,
+            &GithubView::default(),
+        );
         assert_eq!(
             summary(&plan),
             vec![
                 "unchanged running job 1 [a#1]",
                 "unchanged pending job 2 [b#1]"
             ]
+        );
+    }
+
+    fn github(registered: &[(u64, bool, bool)], now: u64) -> GithubView {
+        GithubView {
+            known: true,
+            registered: registered
+                .iter()
+                .map(|&(job, online, busy)| {
+                    let r = RegisteredRunner {
+                        id: job + 1000,
+                        online,
+                        busy,
+                    };
+                    (job, r)
+                })
+                .collect(),
+            now,
+            start_deadline: 600,
+        }
+    }
+
+    #[test]
+    fn scale_down_retires_idle_runners_never_busy_or_unknown_ones() {
+        let jobs = [
+            runner(1, "s", 1, Running),
+            runner(2, "s", 2, Running),
+            runner(3, "s", 3, Running),
+            runner(4, "s", 4, Running),
+        ];
+        // 1 busy, 2 and 3 idle, 4 not registered yet; want 1.
+        let view = github(&[(1, true, true), (2, true, false), (3, true, false)], 100);
+        let plan = plan_runners(&[desired("s", 1)], &jobs, false, &view);
+        let retired: Vec<u64> = plan
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Retire(r) => Some(r.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(retired, vec![2, 3]);
+        assert!(
+            plan.ops
+                .iter()
+                .all(|op| !matches!(op, Op::Cancel(r, _) if r.state == Running)),
+            "{:?}",
+            plan.ops
+        );
+    }
+
+    #[test]
+    fn idle_runners_are_retired_only_after_pending_jobs() {
+        let jobs = [runner(1, "s", 1, Running), runner(2, "s", 2, Pending)];
+        let view = github(&[(1, true, false)], 100);
+        let plan = plan_runners(&[desired("s", 1)], &jobs, false, &view);
+        assert_eq!(
+            summary(&plan),
+            vec![
+                "unchanged running job 1 [s#1]",
+                "delete scale down: pending job 2 [s#2]"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_runner_that_never_registers_is_replaced_and_reported() {
+        let mut late = runner(1, "s", 1, Running);
+        late.start_time = 100;
+        let view = github(&[], 100 + 601);
+        let plan = plan_runners(&[desired("s", 1)], &[late.clone()], false, &view);
+        assert_eq!(
+            summary(&plan),
+            vec![
+                "delete runner never came online within the start deadline: running job 1 [s#1]",
+                "create scale up [s#2]",
+            ]
+        );
+        assert_eq!(plan.findings[0].code, "runner-start-timeout");
+        // Within the deadline, or for a set with its own command, nothing happens.
+        let early = github(&[], 100 + 599);
+        assert!(
+            plan_runners(&[desired("s", 1)], &[late.clone()], false, &early)
+                .findings
+                .is_empty()
+        );
+        let own_command = DesiredSet {
+            jit: false,
+            ..desired("s", 1)
+        };
+        assert!(
+            plan_runners(&[own_command], &[late], false, &view)
+                .findings
+                .is_empty()
         );
     }
 }

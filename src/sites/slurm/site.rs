@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::connect::{self, Connection};
-use super::jit;
 use super::observe::{self, PoolExpectation, Runner};
-use super::plan::{DesiredSet, Op, plan_runners};
+use super::plan::{DesiredSet, GithubView, Op, plan_runners};
 use super::render::{self, RunnerTemplate};
 use crate::plan::{Action, Finding, FindingSeverity, SiteKind, SitePlan};
 use crate::sites::SiteContext;
@@ -55,10 +54,16 @@ pub async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         .map(|t| DesiredSet {
             set: t.set.clone(),
             count: ctx.desired_runners(&t.set),
+            jit: t.needs_jit,
         })
         .collect();
-    let runner_plan = plan_runners(&desired, &runners, ctx.prune());
+    let runner_plan = plan_runners(&desired, &runners, ctx.prune(), &github_view(ctx, &runners));
     let mut plan = SitePlan::new(site, SiteKind::Slurm, ctx.site.value.spec.policy);
+    plan.live_runners = runners
+        .iter()
+        .filter(|r| r.state.is_live())
+        .map(Runner::runner_name)
+        .collect();
     let templates: BTreeMap<String, RunnerTemplate> =
         templates.into_iter().map(|t| (t.set.clone(), t)).collect();
     let mut shown_spec = std::collections::BTreeSet::new();
@@ -81,7 +86,9 @@ pub async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         &observed.nodes,
     );
     plan.findings.extend(runner_plan.findings);
-    plan.findings.extend(jit_findings(&templates, &plan));
+    if ctx.options.registry.is_none() {
+        plan.findings.extend(jit_findings(&templates, &plan));
+    }
     Ok(Prepared {
         conn,
         templates,
@@ -95,11 +102,26 @@ fn yaml(v: &serde_json::Value) -> String {
     serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# not representable as YAML: {e}\n"))
 }
 
+/// GitHub's view of the runner jobs, from the autoscaler's registry (unknown without).
+fn github_view(ctx: &SiteContext<'_>, runners: &[Runner]) -> GithubView {
+    let Some(registry) = &ctx.options.registry else {
+        return GithubView::default();
+    };
+    GithubView {
+        known: true,
+        registered: runners
+            .iter()
+            .filter_map(|r| Some((r.id, registry.0.registered(&r.runner_name())?)))
+            .collect(),
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        start_deadline: ctx.runner_start_deadline().as_secs(),
+    }
+}
+
 /// Runner sets that would be submitted but need a JIT endpoint nobody provides.
 fn jit_findings(templates: &BTreeMap<String, RunnerTemplate>, plan: &SitePlan) -> Vec<Finding> {
-    if jit::issuer().is_some() {
-        return Vec::new();
-    }
     templates
         .values()
         .filter(|t| t.needs_jit)

@@ -120,6 +120,8 @@ pub struct Job {
     pub tres: String,
     /// Submit time, seconds since the Unix epoch.
     pub submit_time: u64,
+    /// Start time, seconds since the Unix epoch (0 or a forecast while pending).
+    pub start_time: u64,
 }
 
 /// A partition as observed on the cluster.

@@ -154,6 +154,8 @@ struct WireJob {
     tres_req_str: Option<String>,
     #[serde(default)]
     submit_time: Num,
+    #[serde(default)]
+    start_time: Num,
 }
 
 impl WireJob {
@@ -169,6 +171,7 @@ impl WireJob {
             gres: strip_gres_prefix(self.tres_per_node.as_deref().unwrap_or("")),
             tres: self.tres_req_str.unwrap_or_default(),
             submit_time: self.submit_time.0.unwrap_or(0),
+            start_time: self.start_time.0.unwrap_or(0),
         }
     }
 }

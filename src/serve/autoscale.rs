@@ -1,0 +1,242 @@
+//! The service's side of autoscaling: the loop that reads demand and runners from GitHub
+//! and applies runner changes to the sites (runners only, the fast path), the run options
+//! every site reconcile gets from the autoscaler, and the Slurm JIT endpoint (`POST /jit`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::Service;
+use crate::autoscale::Autoscaler;
+use crate::fleet::FleetRepo;
+use crate::plan::Action;
+use crate::sites::{Registry, RunOptions, SiteContext};
+
+/// The run options of a site reconcile with the autoscaler's decisions and registry.
+/// Before the autoscaler has read GitHub once, or without one, `options` is unchanged.
+pub fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autoscaler>>) {
+    let Some(a) = autoscaler else {
+        return;
+    };
+    if !a.has_sets() || !a.warm() {
+        return;
+    }
+    options.desired_runners.extend(a.desired());
+    options.registry = Some(Registry(a.clone()));
+}
+
+/// The autoscaler loop: GitHub refreshes and polls on their intervals, a decision after
+/// every change, and a runners-only apply of each site whose runners may need to change.
+/// Only the leader acts.
+pub async fn run(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(autoscaler) = service.autoscaler.clone() else {
+        return;
+    };
+    let settings = service.config.autoscale.clone().unwrap_or_default();
+    let tick = Duration::from_secs(1);
+    let mut next_refresh = Instant::now();
+    let mut next_poll = Instant::now();
+    let mut last_desired: BTreeMap<String, u32> = BTreeMap::new();
+    let mut next_round = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = autoscaler.woken(tick) => {}
+        }
+        if !service.status().leader || !autoscaler.has_sets() {
+            continue;
+        }
+        let now = Instant::now();
+        let mut all_sites = now >= next_round;
+        if now >= next_refresh {
+            next_refresh = now + settings.refresh_interval;
+            if let Err(e) = autoscaler.refresh_runners().await {
+                tracing::warn!(error = %e, "reading GitHub's runners failed");
+            }
+            all_sites = true;
+        }
+        if now >= next_poll {
+            next_poll = now + settings.poll_interval;
+            if let Err(e) = autoscaler.poll_jobs().await {
+                tracing::warn!(error = %e, "polling queued jobs failed");
+            }
+        }
+        if !autoscaler.warm() {
+            continue;
+        }
+        let desired = autoscaler.decide().desired();
+        let sites = sites_to_round(&autoscaler, &last_desired, &desired, all_sites);
+        last_desired = desired;
+        if all_sites {
+            next_round = Instant::now() + settings.refresh_interval;
+        }
+        if !sites.is_empty() {
+            runner_round(&service, sites).await;
+        }
+    }
+}
+
+/// Sites whose sets' desired counts changed, or every scaled site.
+fn sites_to_round(
+    autoscaler: &Autoscaler,
+    before: &BTreeMap<String, u32>,
+    now: &BTreeMap<String, u32>,
+    all: bool,
+) -> BTreeSet<String> {
+    autoscaler
+        .set_sites()
+        .into_iter()
+        .filter(|(set, _)| all || before.get(set) != now.get(set))
+        .map(|(_, site)| site)
+        .collect()
+}
+
+/// Applies runner changes (only) to `sites`, concurrently, each under its site lock.
+async fn runner_round(service: &Arc<Service>, sites: BTreeSet<String>) {
+    let Some((_, repo)) = service.good.lock().expect("good lock").clone() else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for site in sites {
+        let (service, repo) = (service.clone(), repo.clone());
+        tasks.push(tokio::spawn(async move {
+            let span = tracing::info_span!("runners", site = %site);
+            runners_only(&service, &repo, &site).instrument(span).await;
+        }));
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a runner round failed");
+        }
+    }
+}
+
+async fn runners_only(service: &Arc<Service>, repo: &FleetRepo, site: &str) {
+    let lock = service.site_lock(site);
+    let _held = lock.lock().await;
+    let mut options = service.config.run_options.clone();
+    options.runners_only = true;
+    with_autoscaler(&mut options, service.autoscaler.as_ref());
+    match crate::reconcile::apply(repo, &options, Some(site)).await {
+        Ok((plan, reports)) => {
+            if let (Some(plan), Some(a)) = (plan.sites.first(), service.autoscaler.as_ref()) {
+                if plan.error.is_none() {
+                    a.record_live(site, plan.live_runners.clone());
+                }
+                count_failed_starts(a, plan);
+            }
+            for report in reports {
+                for (action, target, error) in &report.failed {
+                    tracing::warn!(site, ?action, target = %target, %error, "runner change failed");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(site, error = %e, "runner round failed"),
+    }
+}
+
+/// Counts runners replaced because they never came online (`runner-start-timeout`).
+pub fn count_failed_starts(autoscaler: &Autoscaler, plan: &crate::plan::SitePlan) {
+    for change in &plan.changes {
+        let timed_out = change.action == Action::Delete
+            && change
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("start deadline"));
+        if timed_out {
+            let set = change
+                .target
+                .name
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            autoscaler.failed_start(&set);
+        }
+    }
+}
+
+/// Header a Slurm runner job names itself with when it redeems its grant.
+pub const SLURM_JOB_HEADER: &str = "x-drover-slurm-job";
+
+/// `POST /jit`: a starting Slurm runner job trades its one-time credential for its JIT
+/// config. The credential is consumed by the first attempt; the job must be drover's
+/// running job for the grant's site, runner set and slot, submitted after the grant was
+/// issued. Answers 401 for an unknown, used or expired credential and 403 when the job
+/// does not match; the config itself is the body (`text/plain`).
+pub async fn jit(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
+    let Some(autoscaler) = service.autoscaler.clone() else {
+        return (StatusCode::NOT_FOUND, "autoscaling is off").into_response();
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(grant) = token.and_then(|t| autoscaler.take_grant(t.trim())) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "unknown, used or expired credential",
+        )
+            .into_response();
+    };
+    let Some(job_id) = headers
+        .get(SLURM_JOB_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return (StatusCode::BAD_REQUEST, "missing X-Drover-Slurm-Job").into_response();
+    };
+    let Some((_, repo)) = service.good.lock().expect("good lock").clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no fleet revision").into_response();
+    };
+    let Some(site) = repo.sites.get(&grant.request.site) else {
+        return (StatusCode::FORBIDDEN, "the grant's site is gone").into_response();
+    };
+    let options = service.config.run_options.clone();
+    let ctx = SiteContext {
+        repo: &repo,
+        site,
+        options: &options,
+    };
+    let runner = match crate::sites::slurm::runner_job(&ctx, job_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return (StatusCode::FORBIDDEN, "no such running drover runner job").into_response();
+        }
+        Err(e) => return (StatusCode::BAD_GATEWAY, e).into_response(),
+    };
+    let matches = runner.identity.set == grant.request.runner_set
+        && runner.identity.slot == grant.request.slot
+        && runner.identity.fleet == grant.request.fleet
+        && runner.submit_time + 5 >= grant.issued_at;
+    if !matches {
+        tracing::warn!(
+            job = job_id,
+            "a JIT credential was presented by a job it was not issued for"
+        );
+        return (
+            StatusCode::FORBIDDEN,
+            "the credential was not issued for this job",
+        )
+            .into_response();
+    }
+    let name = runner.runner_name();
+    let registry: &dyn crate::sites::runners::RunnerRegistry = autoscaler.as_ref();
+    match registry.jit_config(&runner.identity.set, &name).await {
+        Ok(config) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain")],
+            config.expose().to_string(),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(job = job_id, error = %e, "generating a JIT config failed");
+            (StatusCode::BAD_GATEWAY, format!("GitHub: {e}")).into_response()
+        }
+    }
+}
