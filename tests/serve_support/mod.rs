@@ -45,9 +45,18 @@ pub fn config(run_options: RunOptions) -> ServeConfig {
 
 /// Starts the service on an ephemeral loopback port.
 pub async fn start(config: ServeConfig, source: Box<dyn FleetSource>) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_on(listener, config, source).await
+}
+
+/// Starts the service on a listener the test bound (to know the URL beforehand).
+pub async fn start_on(
+    listener: tokio::net::TcpListener,
+    config: ServeConfig,
+    source: Box<dyn FleetSource>,
+) -> Running {
     drover::tls::install_crypto_provider();
     let (service, triggers) = Service::new(config, source);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve::run_with_listener(
