@@ -57,11 +57,38 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// A fleet with one Slurm site (the test bed, over REST) and one JIT runner set.
+/// A JIT runner set of the test fleet.
+#[derive(Clone)]
+struct SetDef {
+    name: &'static str,
+    /// Labels besides `self-hosted`; `{fleet}` is replaced by the fleet name.
+    labels: &'static [&'static str],
+    pool: &'static str,
+    min: u32,
+    max: u32,
+    gpus: u32,
+    /// How long the stand-in runner works on a job.
+    work_ms: u64,
+}
+
+const fn cpu_set(max: u32) -> SetDef {
+    SetDef {
+        name: "slurmcpu",
+        labels: &["cpu-{fleet}"],
+        pool: "cpu",
+        min: 0,
+        max,
+        gpus: 0,
+        work_ms: 300,
+    }
+}
+
+/// A fleet with one Slurm site (the test bed, over REST) and JIT runner sets.
 struct World {
     fleet: String,
     set: String,
     label: String,
+    sets: Vec<SetDef>,
     dir: tempfile::TempDir,
     _runner_dir: tempfile::TempDir,
     _scratch: tempfile::TempDir,
@@ -69,8 +96,50 @@ struct World {
     slurm: RestDriver,
 }
 
+fn set_yaml(def: &SetDef, fleet: &str, runner_dir: &Path) -> String {
+    let labels: Vec<String> = def
+        .labels
+        .iter()
+        .map(|l| l.replace("{fleet}", fleet))
+        .collect();
+    let gpu = if def.gpus > 0 {
+        format!(", gpu: {{vendor: nvidia, count: {}}}", def.gpus)
+    } else {
+        String::new()
+    };
+    format!(
+        r#"---
+apiVersion: drover.dev/v1alpha1
+kind: RunnerSet
+metadata: {{name: {name}}}
+spec:
+  github: {{org: acme}}
+  labels: [{labels}]
+  pool: {pool}
+  min: {min}
+  max: {max}
+  resources: {{cpu: "1", memory: 64Mi{gpu}}}
+  env:
+    - {{name: DROVER_RUNNER_DIR, value: "{runner}"}}
+    - {{name: FAKE_WORK_MS, value: "{work}"}}
+  timeLimitMinutes: 5
+"#,
+        name = def.name,
+        labels = labels.join(", "),
+        pool = def.pool,
+        min = def.min,
+        max = def.max,
+        work = def.work_ms,
+        runner = runner_dir.display(),
+    )
+}
+
 impl World {
     async fn new(max: u32) -> Self {
+        Self::with(&[cpu_set(max)]).await
+    }
+
+    async fn with(sets: &[SetDef]) -> Self {
         let emu = GithubEmulator::start(Config {
             pat: Some(PAT.into()),
             ..Config::default()
@@ -78,8 +147,8 @@ impl World {
         .await;
         emu.add_org("acme", &[]);
         let fleet = format!("as{}", suffix());
-        let set = "slurmcpu".to_string();
-        let label = format!("cpu-{fleet}");
+        let set = sets[0].name.to_string();
+        let label = sets[0].labels[0].replace("{fleet}", &fleet);
         let dir = tempfile::tempdir().unwrap();
         // The runner directory the job script copies: run.sh starts the stand-in runner.
         let runner_dir = tempfile::tempdir().unwrap();
@@ -88,7 +157,7 @@ impl World {
         std::fs::write(
             &run_sh,
             format!(
-                "#!/bin/sh\nexec {} \"$@\" --work-ms 300 --wait-secs 60\n",
+                "#!/bin/sh\nexec {} \"$@\" --work-ms \"${{FAKE_WORK_MS:-300}}\" --wait-secs 60\n",
                 fake_runner().display()
             ),
         )
@@ -98,7 +167,7 @@ impl World {
         set_mode(scratch.path(), 0o1777);
         std::fs::write(dir.path().join("gh.token"), PAT).unwrap();
         std::fs::write(dir.path().join("slurm.jwt"), var("DROVER_SLURM_TOKEN")).unwrap();
-        let yaml = format!(
+        let mut yaml = format!(
             r#"apiVersion: drover.dev/v1alpha1
 kind: Fleet
 metadata: {{name: {fleet}}}
@@ -131,25 +200,23 @@ metadata: {{name: cpu}}
 spec: {{site: bed, nodeCount: 1, slurm: {{partition: cpu}}}}
 ---
 apiVersion: drover.dev/v1alpha1
-kind: RunnerSet
-metadata: {{name: {set}}}
+kind: NodePool
+metadata: {{name: gpu}}
 spec:
-  github: {{org: acme}}
-  labels: [{label}]
-  pool: cpu
-  max: {max}
-  resources: {{cpu: "1", memory: 64Mi}}
-  env:
-    - {{name: DROVER_RUNNER_DIR, value: "{runner}"}}
-  timeLimitMinutes: 5
+  site: bed
+  nodeCount: 1
+  gpu: {{vendor: nvidia, model: a100, perNode: 4}}
+  slurm: {{partition: gpu, gres: "gpu:a100:4"}}
 "#,
             gh = emu.url,
             dir = dir.path().display(),
             url = var("DROVER_SLURM_REST_URL"),
             user = var("DROVER_SLURM_USER"),
             scratch = scratch.path().display(),
-            runner = runner_dir.path().display(),
         );
+        for def in sets {
+            yaml.push_str(&set_yaml(def, &fleet, runner_dir.path()));
+        }
         std::fs::write(dir.path().join("fleet.yaml"), yaml).unwrap();
         let slurm = RestDriver::new(RestConfig::new(
             &var("DROVER_SLURM_REST_URL"),
@@ -161,12 +228,49 @@ spec:
             fleet,
             set,
             label,
+            sets: sets.to_vec(),
             dir,
             _runner_dir: runner_dir,
             _scratch: scratch,
             emu,
             slurm,
         }
+    }
+
+    /// Rewrites the fleet's runner sets (the service's directory watcher picks it up).
+    fn rewrite(&self, sets: &[SetDef]) {
+        let path = self.dir.path().join("fleet.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let head = text
+            .split("---\napiVersion: drover.dev/v1alpha1\nkind: RunnerSet")
+            .next()
+            .unwrap()
+            .to_string();
+        let mut yaml = head;
+        for def in sets {
+            yaml.push_str(&set_yaml(def, &self.fleet, self._runner_dir.path()));
+        }
+        std::fs::write(&path, yaml).unwrap();
+    }
+
+    fn labels(&self, labels: &[&str]) -> Vec<String> {
+        std::iter::once("self-hosted".to_string())
+            .chain(labels.iter().map(|l| l.replace("{fleet}", &self.fleet)))
+            .collect()
+    }
+
+    /// Queues a job with these labels (`{fleet}` replaced) and delivers `queued` to `hook`.
+    async fn queue(&self, hook: Option<&str>, repo: &str, labels: &[&str]) -> u64 {
+        let labels = self.labels(labels);
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let job = self.emu.queue_job(repo, &refs);
+        if let Some(hook) = hook {
+            assert_eq!(
+                self.emu.deliver(hook, HOOK_SECRET, job, "queued").await,
+                202
+            );
+        }
+        job
     }
 
     async fn serve(&self, poll: Duration, repositories: &[&str]) -> Running {
@@ -193,7 +297,12 @@ spec:
 
     /// drover's live runner jobs of this fleet (pending or running).
     async fn live_jobs(&self) -> Vec<u64> {
-        let prefix = format!("drover-{}-", self.fleet);
+        self.live_jobs_of("").await
+    }
+
+    /// Live runner jobs of runner sets whose name starts with `set`.
+    async fn live_jobs_of(&self, set: &str) -> Vec<u64> {
+        let prefix = format!("drover-{}-{set}", self.fleet);
         self.slurm
             .jobs()
             .await
@@ -251,10 +360,12 @@ spec:
 
 impl Drop for World {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("scancel")
-            .args(["--name", &format!("drover-{}-{}", self.fleet, self.set)])
-            .env("SLURM_CONF", var("DROVER_SLURM_CONF"))
-            .status();
+        for def in &self.sets {
+            let _ = std::process::Command::new("scancel")
+                .args(["--name", &format!("drover-{}-{}", self.fleet, def.name)])
+                .env("SLURM_CONF", var("DROVER_SLURM_CONF"))
+                .status();
+        }
     }
 }
 
@@ -336,6 +447,214 @@ async fn missed_webhooks_are_repaired_by_polling() {
         ) >= 3.0,
         "{metrics}"
     );
+    world.emu.assert_conformant();
+    svc.shutdown().await;
+}
+
+/// The runner that ran a job, by name.
+fn runner_of(world: &World, job: u64) -> String {
+    world.emu.job(job).runner.expect("a runner took the job").1
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < LONG, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_two_label_job_lands_on_the_set_that_has_both() {
+    let plain = SetDef {
+        name: "plain",
+        labels: &["x-{fleet}"],
+        ..cpu_set(2)
+    };
+    let both = SetDef {
+        name: "both",
+        labels: &["x-{fleet}", "y-{fleet}"],
+        ..cpu_set(2)
+    };
+    let world = World::with(&[plain, both]).await;
+    let svc = world.serve(Duration::from_secs(3600), &[]).await;
+    let hook = format!("{}/webhook", svc.base);
+    world.emu.set_webhook(&hook, HOOK_SECRET);
+    let two = world
+        .queue(Some(&hook), "acme/app", &["x-{fleet}", "y-{fleet}"])
+        .await;
+    let one = world.queue(Some(&hook), "acme/app", &["x-{fleet}"]).await;
+    world.drain(&[two, one], 4).await;
+    let both_prefix = format!("drover-{}-both-j", world.fleet);
+    assert!(
+        runner_of(&world, two).starts_with(&both_prefix),
+        "{}",
+        runner_of(&world, two)
+    );
+    // The one-label job may be taken by either set's runner (GitHub gives a job to any
+    // runner whose labels are a superset); it ran, and nothing was left waiting.
+    assert!(runner_of(&world, one).starts_with(&format!("drover-{}-", world.fleet)));
+    world.wait_idle().await;
+    world.emu.assert_conformant();
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_down_retires_idle_runners_and_never_a_busy_one() {
+    let warm = SetDef {
+        min: 2,
+        max: 3,
+        work_ms: 6000,
+        ..cpu_set(3)
+    };
+    let world = World::with(&[warm.clone()]).await;
+    let svc = world.serve(Duration::from_secs(3600), &[]).await;
+    let hook = format!("{}/webhook", svc.base);
+    world.emu.set_webhook(&hook, HOOK_SECRET);
+    eventually("two idle runners online", async || {
+        world
+            .emu
+            .runners()
+            .iter()
+            .filter(|r| r.online && !r.busy)
+            .count()
+            == 2
+    })
+    .await;
+    let job = world.queue(Some(&hook), "acme/app", &["cpu-{fleet}"]).await;
+    eventually("a runner busy with the job", async || {
+        world.emu.job(job).status == JobStatus::InProgress
+    })
+    .await;
+    let busy = runner_of(&world, job);
+    // min goes to 0: desired = busy runners (1); the idle runner is retired.
+    world.rewrite(&[SetDef { min: 0, ..warm }]);
+    eventually("the idle runner retired", async || {
+        let names: Vec<String> = world.emu.runners().into_iter().map(|r| r.name).collect();
+        names == vec![busy.clone()] && world.live_jobs().await.len() == 1
+    })
+    .await;
+    assert_eq!(
+        world.emu.job(job).status,
+        JobStatus::InProgress,
+        "the busy runner keeps working"
+    );
+    eventually("the busy runner finished its job", async || {
+        world.emu.job(job).status == JobStatus::Completed
+    })
+    .await;
+    assert_eq!(
+        runner_of(&world, job),
+        busy,
+        "the job ran to the end on its runner"
+    );
+    world.wait_idle().await;
+    world.emu.assert_conformant();
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_at_capacity_is_reported_and_not_oversubscribed() {
+    // Two GPUs per runner on one node with four: the pool holds two runners.
+    let gpu = SetDef {
+        name: "gpu",
+        labels: &["gpu-{fleet}"],
+        pool: "gpu",
+        gpus: 2,
+        work_ms: 1500,
+        ..cpu_set(5)
+    };
+    let world = World::with(&[gpu]).await;
+    let svc = world.serve(Duration::from_secs(3600), &[]).await;
+    let hook = format!("{}/webhook", svc.base);
+    world.emu.set_webhook(&hook, HOOK_SECRET);
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(world.queue(Some(&hook), "acme/app", &["gpu-{fleet}"]).await);
+    }
+    let status = svc
+        .wait_for("pool at capacity", LONG, |s| {
+            s["autoscale"]["sets"]["gpu"]["pool_at_capacity"] == true
+        })
+        .await;
+    assert_eq!(
+        status["autoscale"]["sets"]["gpu"]["desired"], 2,
+        "{status:#}"
+    );
+    assert!(
+        svc.metrics()
+            .await
+            .contains("drover_autoscale_pool_at_capacity{runner_set=\"gpu\"} 1")
+    );
+    world.drain(&jobs, 2).await;
+    world.wait_idle().await;
+    world.emu.assert_conformant();
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn github_errors_back_off_without_runaway_creation() {
+    let world = World::new(3).await;
+    let svc = world.serve(Duration::from_secs(3600), &[]).await;
+    let hook = format!("{}/webhook", svc.base);
+    world.emu.set_webhook(&hook, HOOK_SECRET);
+    use support::github_emulator::Fault;
+    world.emu.inject(Fault::Server(502), 6);
+    world
+        .emu
+        .inject(Fault::SecondaryRateLimit { retry_after: 1 }, 2);
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(world.queue(Some(&hook), "acme/app", &["cpu-{fleet}"]).await);
+    }
+    world.drain(&jobs, 3).await;
+    world.wait_idle().await;
+    let generated = world
+        .emu
+        .count("/orgs/acme/actions/runners/generate-jitconfig");
+    assert!(
+        (3..=6).contains(&generated),
+        "{generated} JIT configs requested for 3 jobs"
+    );
+    let metrics = svc.metrics().await;
+    assert!(
+        metric(&metrics, "drover_autoscale_runners_created_total") <= 6.0,
+        "{metrics}"
+    );
+    world.emu.assert_conformant();
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_during_a_burst_creates_no_duplicates() {
+    let set = SetDef {
+        work_ms: 1500,
+        ..cpu_set(3)
+    };
+    let world = World::with(&[set]).await;
+    let svc = world.serve(Duration::from_secs(3600), &[]).await;
+    let hook = format!("{}/webhook", svc.base);
+    world.emu.set_webhook(&hook, HOOK_SECRET);
+    let mut jobs = Vec::new();
+    for _ in 0..6 {
+        jobs.push(world.queue(Some(&hook), "acme/app", &["cpu-{fleet}"]).await);
+    }
+    eventually("runners started", async || {
+        !world.live_jobs().await.is_empty()
+    })
+    .await;
+    svc.shutdown().await;
+    // The new process knows nothing: it rebuilds demand by polling and counts runners
+    // from the live queue and GitHub's runner list.
+    let svc = world.serve(Duration::from_secs(1), &["acme/app"]).await;
+    let hook = format!("{}/webhook", svc.base);
+    world.emu.set_webhook(&hook, HOOK_SECRET);
+    world.drain(&jobs, 3).await;
+    world.wait_idle().await;
+    let mut runners: Vec<String> = jobs.iter().map(|j| runner_of(&world, *j)).collect();
+    runners.sort();
+    runners.dedup();
+    assert_eq!(runners.len(), jobs.len(), "one runner per job: {runners:?}");
     world.emu.assert_conformant();
     svc.shutdown().await;
 }

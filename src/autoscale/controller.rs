@@ -679,3 +679,65 @@ impl RunnerRegistry for Autoscaler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> JitRequest {
+        JitRequest {
+            site: "hpc".into(),
+            fleet: "f".into(),
+            runner_set: "gpu".into(),
+            slot: 3,
+        }
+    }
+
+    #[test]
+    fn grants_are_one_time_and_need_a_jit_url() {
+        let none = Autoscaler::new(Settings::default(), AutoscaleMetrics::new());
+        assert!(none.slurm_grant(&request()).is_err());
+        let a = Autoscaler::new(
+            Settings {
+                jit_url: Some("http://drover:8080/jit".into()),
+                ..Settings::default()
+            },
+            AutoscaleMetrics::new(),
+        );
+        let grant = a.slurm_grant(&request()).unwrap();
+        assert_eq!(grant.url, "http://drover:8080/jit");
+        assert_eq!(grant.token.expose().len(), 64);
+        assert!(a.take_grant("forged").is_none());
+        let taken = a.take_grant(grant.token.expose()).unwrap();
+        assert_eq!(taken.request, request());
+        assert!(a.take_grant(grant.token.expose()).is_none(), "used once");
+        let other = a.slurm_grant(&request()).unwrap();
+        assert_ne!(other.token.expose(), grant.token.expose());
+    }
+
+    #[test]
+    fn expired_grants_are_refused() {
+        let a = Autoscaler::new(
+            Settings {
+                jit_url: Some("http://d/jit".into()),
+                grant_ttl: Duration::ZERO,
+                ..Settings::default()
+            },
+            AutoscaleMetrics::new(),
+        );
+        let grant = a.slurm_grant(&request()).unwrap();
+        a.grants
+            .lock()
+            .unwrap()
+            .values_mut()
+            .for_each(|g| g.issued_at -= 5);
+        assert!(a.take_grant(grant.token.expose()).is_none());
+    }
+
+    #[test]
+    fn nothing_is_desired_before_github_was_read() {
+        let a = Autoscaler::new(Settings::default(), AutoscaleMetrics::new());
+        assert!(!a.warm());
+        assert!(a.desired().is_empty());
+    }
+}
