@@ -484,6 +484,29 @@ async fn a_two_label_job_lands_on_the_set_that_has_both() {
         .queue(Some(&hook), "acme/app", &["x-{fleet}", "y-{fleet}"])
         .await;
     let one = world.queue(Some(&hook), "acme/app", &["x-{fleet}"]).await;
+    let none = world
+        .queue(Some(&hook), "acme/app", &["x-{fleet}", "z-{fleet}"])
+        .await;
+    let status = svc
+        .wait_for("the unservable job reported", LONG, |s| {
+            s["autoscale"]["unserved"]
+                .as_array()
+                .is_some_and(|u| !u.is_empty())
+        })
+        .await;
+    let unserved = &status["autoscale"]["unserved"][0];
+    assert_eq!(unserved["job_id"], none);
+    let reason = unserved["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("missing z-{}", world.fleet)),
+        "{reason}"
+    );
+    assert!(svc.get("/").await.1.contains("no runner set can serve"));
+    assert!(
+        svc.metrics()
+            .await
+            .contains("drover_autoscale_unmatched_jobs 1")
+    );
     world.drain(&[two, one], 4).await;
     let both_prefix = format!("drover-{}-both-j", world.fleet);
     assert!(

@@ -27,6 +27,11 @@ pub fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autosca
         return;
     }
     options.desired_runners.extend(a.desired());
+    options.scale_notes = a
+        .rows()
+        .into_iter()
+        .map(|(set, row)| (set, row.explain))
+        .collect();
     options.registry = Some(Registry(a.clone()));
 }
 

@@ -77,6 +77,9 @@ pub fn render(status: &Status) -> String {
     }
     out.push_str("</section>");
     sites_table(&mut out, status);
+    if let Some(autoscale) = &status.autoscale {
+        autoscale_table(&mut out, autoscale);
+    }
     out.push_str("</main></body></html>\n");
     out
 }
@@ -141,6 +144,58 @@ fn sites_table(out: &mut String, status: &Status) {
         );
     }
     out.push_str("</tbody></table>");
+}
+
+fn autoscale_table(out: &mut String, a: &crate::serve::status::AutoscaleStatus) {
+    out.push_str("<h2>Autoscaling</h2>");
+    if let Some(err) = &a.error {
+        let _ = write!(
+            out,
+            "<p class=\"err\">Autoscaling is stopped: {}</p>",
+            esc(err)
+        );
+    }
+    out.push_str(
+        "<table><thead><tr><th>Runner set</th><th>Site</th><th>Queued</th><th>Busy</th><th>Idle</th>\
+         <th>Pending</th><th>Desired</th><th>Why</th></tr></thead><tbody>",
+    );
+    if a.sets.is_empty() {
+        out.push_str("<tr><td colspan=\"8\">No runner set scaled yet.</td></tr>");
+    }
+    for (name, r) in &a.sets {
+        let class = if r.pool_at_capacity { "warn" } else { "good" };
+        let _ = write!(
+            out,
+            "<tr class=\"{class}\"><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            esc(&r.site),
+            r.queued,
+            r.busy,
+            r.idle,
+            r.pending,
+            r.desired,
+            esc(&r.explain),
+        );
+    }
+    out.push_str("</tbody></table>");
+    if !a.unserved.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"err\">{} queued job(s) no runner set can serve:</p><ul>",
+            a.unserved.len()
+        );
+        for j in a.unserved.iter().take(50) {
+            let _ = write!(
+                out,
+                "<li><code>{}</code> job {} [{}]: {}</li>",
+                esc(&j.repo),
+                j.job_id,
+                esc(&j.labels.join(", ")),
+                esc(&j.reason)
+            );
+        }
+        out.push_str("</ul>");
+    }
 }
 
 const HEAD: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\

@@ -113,6 +113,9 @@ pub struct RunOptions {
     /// How long a new runner may take to come online before it is replaced;
     /// [`DEFAULT_RUNNER_START_DEADLINE`] when unset.
     pub runner_start_deadline: Option<std::time::Duration>,
+    /// Why each runner set has its desired count (the autoscaler's explanation), added to
+    /// the reasons of scale-up and scale-down changes in plans.
+    pub scale_notes: BTreeMap<String, String>,
 }
 
 /// Default of [`RunOptions::runner_start_deadline`]: ten minutes.
@@ -161,16 +164,49 @@ pub fn render(ctx: &SiteContext<'_>) -> Result<Vec<serde_json::Value>, String> {
 
 /// Observes the site and plans it.
 pub async fn plan(ctx: &SiteContext<'_>) -> SitePlan {
-    match kind_of(&ctx.site.value) {
+    let mut plan = match kind_of(&ctx.site.value) {
         SiteKind::Kubernetes => kubernetes::plan(ctx).await,
         SiteKind::Slurm => slurm::plan(ctx).await,
-    }
+    };
+    explain_scaling(ctx, &mut plan);
+    plan
 }
 
 /// Plans the site and applies the plan; returns both.
 pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
-    match kind_of(&ctx.site.value) {
+    let (mut plan, report) = match kind_of(&ctx.site.value) {
         SiteKind::Kubernetes => kubernetes::apply(ctx).await,
         SiteKind::Slurm => slurm::apply(ctx).await,
+    };
+    explain_scaling(ctx, &mut plan);
+    (plan, report)
+}
+
+/// Adds the autoscaler's explanation to the reason of every scale-up and scale-down
+/// change: "scale up; autoscaler: desired 8 (demand 9, bounded by max)".
+fn explain_scaling(ctx: &SiteContext<'_>, plan: &mut SitePlan) {
+    if ctx.options.scale_notes.is_empty() {
+        return;
+    }
+    let fleet = ctx.fleet_name();
+    let sets = ctx.options.scale_notes.keys().map(String::as_str);
+    let sets: Vec<&str> = sets.collect();
+    for change in &mut plan.changes {
+        let Some(reason) = change.reason.as_mut() else {
+            continue;
+        };
+        if !reason.starts_with("scale ") {
+            continue;
+        }
+        let name = &change.target.name;
+        let set = name
+            .split_once('#')
+            .map(|(set, _)| set)
+            .filter(|set| sets.contains(set))
+            .or_else(|| runners::set_of_runner(name, fleet, sets.iter().copied()));
+        if let Some(note) = set.and_then(|s| ctx.options.scale_notes.get(s)) {
+            reason.push_str("; autoscaler: ");
+            reason.push_str(note);
+        }
     }
 }
