@@ -278,6 +278,33 @@ impl GithubEmulator {
         })
     }
 
+    /// Starts a queued job on a registered runner (as if the runner had taken it; no
+    /// webhook is sent).
+    pub fn start_job(&self, job_id: u64, runner_name: &str) {
+        self.with(|s| {
+            let runner = s
+                .runners
+                .values_mut()
+                .find(|r| r.name == runner_name)
+                .expect("a registered runner");
+            runner.busy = true;
+            runner.online = true;
+            runner.job = Some(job_id);
+            let (id, name, group) = (runner.id, runner.name.clone(), runner.group_id);
+            let group_name = match &runner.home {
+                RunnerHome::Org(org) => s
+                    .orgs
+                    .get(org)
+                    .and_then(|g| g.iter().find(|g| g.id == group))
+                    .map_or_else(|| "Default".to_string(), |g| g.name.clone()),
+                RunnerHome::Repo(_) => "Default".to_string(),
+            };
+            let job = s.jobs.get_mut(&job_id).expect("a job");
+            job.status = JobStatus::InProgress;
+            job.runner = Some((id, name, group, group_name));
+        });
+    }
+
     /// A job's current state.
     pub fn job(&self, id: u64) -> Job {
         self.with(|s| s.jobs[&id].clone())
