@@ -213,10 +213,18 @@ pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
             return (prepared.plan, report);
         }
     }
+    let new_namespace = prepared.planned.as_ref().is_some_and(|p| {
+        p.ops.iter().any(|o| {
+            o.action == crate::plan::Action::Create
+                && o.kind.kind == "Namespace"
+                && o.target.name == prepared.rendered.namespace
+        })
+    });
     let settings = runner_pods::RunnerApply {
         rendered: &prepared.rendered,
         registry: ctx.options.registry.as_ref(),
         dry_run: ctx.options.apply.dry_run,
+        new_namespace,
         timeout,
         retry,
     };

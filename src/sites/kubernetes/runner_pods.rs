@@ -58,6 +58,9 @@ pub struct RunnerApply<'a> {
     pub registry: Option<&'a Registry>,
     /// Server-side dry run.
     pub dry_run: bool,
+    /// The runner namespace is created by this same run (a dry run cannot create Pods in
+    /// it).
+    pub new_namespace: bool,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Retry policy.
@@ -138,6 +141,11 @@ async fn create(
         dry_run: s.dry_run,
         field_manager: Some(FIELD_MANAGER.to_string()),
     };
+    if s.dry_run && s.new_namespace {
+        return Err(format!(
+            "skipped in dry run: namespace {namespace} does not exist yet (it would be created first)"
+        ));
+    }
     if s.dry_run {
         // No JIT config in a dry run: minting one registers a runner at GitHub.
         return client::call(format!("creating Pod {name}"), s.timeout, s.retry, || {
@@ -223,12 +231,13 @@ async fn delete(
     deregister: bool,
     s: &RunnerApply<'_>,
 ) -> Result<(), String> {
+    let mut deregistered = false;
     if deregister
         && !s.dry_run
         && let Some(registry) = s.registry
     {
         match registry.0.deregister(&pod.set, &pod.name).await {
-            Ok(Removal::Removed | Removal::NotRegistered) => {}
+            Ok(Removal::Removed | Removal::NotRegistered) => deregistered = true,
             Ok(Removal::Busy) => {
                 return Err(format!(
                     "kept: runner {} took a job (GitHub refuses to remove a busy runner); it is never killed",
@@ -243,11 +252,15 @@ async fn delete(
             }
         }
     }
+    // A deregistered runner can take no job whatever its Pod does now (its process exits
+    // when it finds itself removed, which changes the Pod's status): only the uid must
+    // match. Otherwise the Pod must be as observed, so that e.g. a Pending Pod that
+    // started in the meantime is not deleted.
     let params = DeleteParams {
         dry_run: s.dry_run,
         preconditions: Some(Preconditions {
             uid: Some(pod.uid.clone()),
-            resource_version: Some(pod.resource_version.clone()),
+            resource_version: (!deregistered).then(|| pod.resource_version.clone()),
         }),
         ..DeleteParams::default()
     };
