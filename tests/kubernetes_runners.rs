@@ -276,14 +276,25 @@ async fn scale_up_creates_pods_each_with_its_own_secret_and_converges() {
     assert!(plan.error.is_none(), "{:?}", plan.error);
     assert!(report.is_success(), "{report:#?}");
     assert_eq!(count(&plan, Action::Create), 2, "{}", text(&plan));
+    // The plan shows stable targets; the report names the Pods created.
+    let planned: Vec<String> = pod_changes(&plan).into_iter().map(|c| c.1).collect();
+    assert_eq!(planned, ["small#new-1", "small#new-2"]);
+    let mut created: Vec<String> = report
+        .applied
+        .iter()
+        .filter(|(_, t)| t.kind == "Pod")
+        .map(|(_, t)| t.name.clone())
+        .collect();
     assert!(
-        pod_changes(&plan)
+        created
             .iter()
-            .all(|(_, name, _)| name.starts_with("drover-ci-small-") && name.len() == 21)
+            .all(|name| name.starts_with("drover-ci-small-") && name.len() == 21),
+        "{created:?}"
     );
 
     let pods = env.pods();
-    assert_eq!(pods.len(), 2);
+    created.sort();
+    assert_eq!(names(&pods), created);
     let secrets = env.secrets();
     assert_eq!(names(&secrets), names(&pods), "one Secret per Pod, same name");
     let mut jits = Vec::new();

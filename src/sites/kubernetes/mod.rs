@@ -52,6 +52,8 @@ struct Prepared {
     planned: Option<plan::Planned>,
     /// The runner Pod steps.
     runners: runners::RunnerPlan,
+    /// Names of the runner Pods observed (new names avoid them).
+    pod_names: std::collections::BTreeSet<String>,
     rendered: render::Rendered,
     client: kube::Client,
 }
@@ -151,7 +153,7 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         now: now(),
         registered,
     };
-    let runner_plan = runners::plan_runners(&inputs, &pods, &mut runners::random_suffix);
+    let runner_plan = runners::plan_runners(&inputs, &pods);
 
     let mut plan = match &planned {
         Some(p) => p.plan.clone(),
@@ -163,6 +165,7 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         plan,
         planned,
         runners: runner_plan,
+        pod_names: pods.into_iter().map(|p| p.name).collect(),
         rendered,
         client,
     })
@@ -225,6 +228,8 @@ pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
         registry: ctx.options.registry.as_ref(),
         dry_run: ctx.options.apply.dry_run,
         new_namespace,
+        fleet: ctx.fleet_name(),
+        used_names: prepared.pod_names.clone(),
         timeout,
         retry,
     };

@@ -16,6 +16,7 @@
 //! The JIT config is only ever in the Secret's body: never in a plan, a log line, an error
 //! or a report (errors that could quote it are redacted).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -61,6 +62,10 @@ pub struct RunnerApply<'a> {
     /// The runner namespace is created by this same run (a dry run cannot create Pods in
     /// it).
     pub new_namespace: bool,
+    /// The owning fleet (runner names).
+    pub fleet: &'a str,
+    /// Names of the observed runner Pods: a new runner never reuses one.
+    pub used_names: BTreeSet<String>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Retry policy.
@@ -76,13 +81,17 @@ pub async fn apply(
     s: &RunnerApply<'_>,
     report: &mut ApplyReport,
 ) {
+    // New runners get their names here, avoiding every name seen on the site.
+    let mut used = s.used_names.clone();
     let mut pending: Vec<BoxFuture<'_, OpResult>> = Vec::new();
     for op in &plan.ops {
         match op {
             RunnerOp::Keep(..) => {}
-            RunnerOp::Create { .. } | RunnerOp::Delete { .. } => {
-                pending.push(run_op(client, op, s).boxed());
+            RunnerOp::Create { set, namespace, .. } => {
+                let name = runners::fresh_name(s.fleet, set, &mut used, &mut runners::random_suffix);
+                pending.push(create_op(client, set, name, namespace, s).boxed());
             }
+            RunnerOp::Delete { .. } => pending.push(run_op(client, op, s).boxed()),
         }
     }
     let mut results: Vec<OpResult> = futures::stream::iter(pending)
@@ -104,18 +113,29 @@ pub async fn apply(
 async fn run_op(client: &kube::Client, op: &RunnerOp, s: &RunnerApply<'_>) -> OpResult {
     let change = op.change();
     let result = match op {
-        RunnerOp::Create {
-            set,
-            name,
-            namespace,
-            ..
-        } => create(client, set, name, namespace, s).await,
         RunnerOp::Delete {
             pod, deregister, ..
         } => delete(client, pod, *deregister, s).await,
-        RunnerOp::Keep(..) => Ok(()),
+        RunnerOp::Create { .. } | RunnerOp::Keep(..) => Ok(()),
     };
     (change.action, change.target, result)
+}
+
+/// A create, reported under the new Pod's real name.
+async fn create_op(
+    client: &kube::Client,
+    set: &str,
+    name: String,
+    namespace: &str,
+    s: &RunnerApply<'_>,
+) -> OpResult {
+    let result = create(client, set, &name, namespace, s).await;
+    let target = Target {
+        kind: runners::TARGET_KIND.into(),
+        namespace: Some(namespace.to_string()),
+        name,
+    };
+    (Action::Create, target, result)
 }
 
 fn pods(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {

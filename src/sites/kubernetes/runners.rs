@@ -215,12 +215,15 @@ pub enum DeleteReason {
 /// One step of the runner plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunnerOp {
-    /// Create runner `name` of `set` in `namespace`: JIT config, Pod, Secret.
+    /// Create a runner of `set` in `namespace`: JIT config, Pod, Secret. Its name
+    /// (`drover-<fleet>-<set>-<random>`) is drawn at apply time; the plan shows the
+    /// stable target `<set>#new-<index>` so that an unapplied plan reads the same every
+    /// time.
     Create {
         /// Runner set.
         set: String,
-        /// Pod and runner name.
-        name: String,
+        /// 1-based index among this set's creates.
+        index: usize,
         /// Namespace.
         namespace: String,
         /// Why, for the plan.
@@ -247,16 +250,16 @@ impl RunnerOp {
     pub fn change(&self) -> Change {
         let (action, target, reason) = match self {
             RunnerOp::Create {
-                name,
+                set,
+                index,
                 namespace,
                 note,
-                ..
             } => (
                 Action::Create,
                 Target {
                     kind: TARGET_KIND.into(),
                     namespace: Some(namespace.clone()),
-                    name: name.clone(),
+                    name: format!("{set}#new-{index}"),
                 },
                 note.clone(),
             ),
@@ -318,15 +321,9 @@ impl RunnerPlan {
     }
 }
 
-/// Plans every runner set of the site. `suffix` draws random runner-name suffixes (five
-/// characters `[a-z0-9]`, see [`random_suffix`]); names already in use are never reused.
-pub fn plan_runners(
-    inputs: &RunnerInputs<'_>,
-    pods: &[RunnerPod],
-    suffix: &mut dyn FnMut() -> String,
-) -> RunnerPlan {
+/// Plans every runner set of the site. Pure.
+pub fn plan_runners(inputs: &RunnerInputs<'_>, pods: &[RunnerPod]) -> RunnerPlan {
     let mut plan = RunnerPlan::default();
-    let mut used: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
     let declared: BTreeSet<&str> = inputs.desired.iter().map(|d| d.set.as_str()).collect();
     let mut by_set: BTreeMap<&str, Vec<&RunnerPod>> = BTreeMap::new();
     let mut undeclared: BTreeMap<&str, Vec<&RunnerPod>> = BTreeMap::new();
@@ -341,7 +338,7 @@ pub fn plan_runners(
     desired.sort_by(|a, b| a.set.cmp(&b.set));
     for d in desired {
         let pods = by_set.remove(d.set.as_str()).unwrap_or_default();
-        plan_set(inputs, d, pods, &mut used, suffix, &mut plan);
+        plan_set(inputs, d, pods, &mut plan);
     }
     for (set, pods) in undeclared {
         plan_undeclared(inputs, set, pods, &mut plan);
@@ -377,8 +374,6 @@ fn plan_set(
     inputs: &RunnerInputs<'_>,
     d: &DesiredSet,
     mut pods: Vec<&RunnerPod>,
-    used: &mut BTreeSet<String>,
-    suffix: &mut dyn FnMut() -> String,
     plan: &mut RunnerPlan,
 ) {
     sort_pods(&mut pods);
@@ -520,16 +515,10 @@ fn plan_set(
     if surviving < want {
         let room = max.saturating_sub(surviving + terminating + replaced);
         let count = (want - surviving).min(room);
-        for _ in 0..count {
-            let name = loop {
-                let name = runner_name(inputs.fleet, &d.set, &suffix());
-                if used.insert(name.clone()) {
-                    break name;
-                }
-            };
+        for index in 1..=count {
             ops.push(RunnerOp::Create {
                 set: d.set.clone(),
-                name,
+                index,
                 namespace: inputs.namespace.to_string(),
                 note: format!("scale up to {want} ({surviving} live)"),
             });
@@ -648,6 +637,22 @@ fn shown(items: &[String]) -> String {
         format!("{list} and {more} more")
     } else {
         list
+    }
+}
+
+/// A name for a new runner of `set`: `drover-<fleet>-<set>-<suffix>`, with suffixes drawn
+/// from `suffix` until the name is not in `used` (then it is added).
+pub fn fresh_name(
+    fleet: &str,
+    set: &str,
+    used: &mut BTreeSet<String>,
+    suffix: &mut dyn FnMut() -> String,
+) -> String {
+    loop {
+        let name = runner_name(fleet, set, &suffix());
+        if used.insert(name.clone()) {
+            return name;
+        }
     }
 }
 
@@ -782,11 +787,7 @@ mod tests {
             now: NOW,
             registered: lookup_ref,
         };
-        let mut n = 0;
-        plan_runners(&inputs, pods, &mut || {
-            n += 1;
-            format!("n{n:04}")
-        })
+        plan_runners(&inputs, pods)
     }
 
     fn summary(plan: &RunnerPlan) -> Vec<String> {
@@ -825,11 +826,7 @@ mod tests {
         );
         assert_eq!(
             summary(&plan),
-            [
-                "unchanged a",
-                "create drover-ci-small-n0001",
-                "create drover-ci-small-n0002"
-            ]
+            ["unchanged a", "create small#new-1", "create small#new-2"]
         );
         assert!(plan.findings.is_empty(), "{:?}", plan.findings);
     }
@@ -855,17 +852,11 @@ mod tests {
 
     #[test]
     fn names_already_in_use_are_never_reused() {
-        let none = HashMap::new();
-        let plan = run(
-            &[set("s", 2, 4)],
-            &[pod("drover-ci-s-n0001", "s", Phase::Pending, 1)],
-            Some(&none),
-            false,
-        );
-        assert_eq!(
-            summary(&plan),
-            ["unchanged drover-ci-s-n0001", "create drover-ci-s-n0002"]
-        );
+        let mut used = BTreeSet::from(["drover-ci-s-aaaaa".to_string()]);
+        let mut draws = ["aaaaa", "aaaaa", "bbbbb"].into_iter().map(String::from);
+        let name = fresh_name("ci", "s", &mut used, &mut || draws.next().unwrap());
+        assert_eq!(name, "drover-ci-s-bbbbb");
+        assert!(used.contains(&name));
     }
 
     #[test]
