@@ -1339,7 +1339,9 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
         .create(&pp, &owned_secret("kept", "owner2", &owner.uid().unwrap()))
         .await
         .unwrap();
-    pods.delete("owner2", &DeleteParams::orphan()).await.unwrap();
+    pods.delete("owner2", &DeleteParams::orphan())
+        .await
+        .unwrap();
     let kept = secrets.get("kept").await.unwrap();
     assert!(kept.metadata.owner_references.is_none());
 }
@@ -1397,7 +1399,9 @@ async fn pods_start_pending_and_are_admitted_like_a_real_server() {
     );
     assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
     assert!(
-        status.message.contains("serviceaccount \"runner\" not found"),
+        status
+            .message
+            .contains("serviceaccount \"runner\" not found"),
         "{}",
         status.message
     );
@@ -1448,8 +1452,14 @@ async fn pods_start_pending_and_are_admitted_like_a_real_server() {
     );
     // Pods of other classes are not counted; finished Pods free their slot.
     pods.create(&pp, &pod("other", json!({}))).await.unwrap();
-    emu.set_status("v1", "Pod", Some("default"), "q1", json!({"phase": "Succeeded"}))
-        .unwrap();
+    emu.set_status(
+        "v1",
+        "Pod",
+        Some("default"),
+        "q1",
+        json!({"phase": "Succeeded"}),
+    )
+    .unwrap();
     pods.create(&pp, &pod("q2", json!({"priorityClassName": "runners"})))
         .await
         .unwrap();

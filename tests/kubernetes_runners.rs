@@ -296,7 +296,11 @@ async fn scale_up_creates_pods_each_with_its_own_secret_and_converges() {
     created.sort();
     assert_eq!(names(&pods), created);
     let secrets = env.secrets();
-    assert_eq!(names(&secrets), names(&pods), "one Secret per Pod, same name");
+    assert_eq!(
+        names(&secrets),
+        names(&pods),
+        "one Secret per Pod, same name"
+    );
     let mut jits = Vec::new();
     for (pod, secret) in pods.iter().zip(&secrets) {
         let name = pod["metadata"]["name"].as_str().unwrap();
@@ -362,11 +366,7 @@ async fn scale_up_creates_pods_each_with_its_own_secret_and_converges() {
 
     // The JIT configs appear in no plan, text or JSON, and in no report.
     jits.extend(env.secrets().iter().map(jit_of));
-    let shown = format!(
-        "{}{}{report:?}{plan:?}",
-        text(&plan),
-        json_text(&plan)
-    );
+    let shown = format!("{}{}{report:?}{plan:?}", text(&plan), json_text(&plan));
     for jit in &jits {
         assert!(!shown.contains(jit.as_str()));
     }
@@ -404,7 +404,9 @@ async fn scale_down_removes_pending_first_then_idle_and_never_a_busy_runner() {
     })
     .await;
     // One job: one runner takes it and works on it for a while.
-    let job = env.github.queue_job("acme/widgets", &["self-hosted", "small"]);
+    let job = env
+        .github
+        .queue_job("acme/widgets", &["self-hosted", "small"]);
     wait_for("a busy runner", 30, || {
         env.github.runners().iter().any(|r| r.busy)
     })
@@ -448,7 +450,11 @@ async fn scale_down_removes_pending_first_then_idle_and_never_a_busy_runner() {
     assert!(report.is_success(), "{report:#?}\n{}", text(&plan));
     assert_eq!(env.pod_names(), vec![busy.clone()]);
     let registered: Vec<String> = env.github.runners().into_iter().map(|r| r.name).collect();
-    assert_eq!(registered, vec![busy.clone()], "idle runners were deregistered");
+    assert_eq!(
+        registered,
+        vec![busy.clone()],
+        "idle runners were deregistered"
+    );
     assert_eq!(env.secrets().len(), 1, "their Secrets were collected");
     let kept = pod_changes(&plan)
         .into_iter()
@@ -515,7 +521,10 @@ async fn a_runner_that_takes_a_job_after_observation_is_kept() {
     let [(action, target, error)] = report.failed.as_slice() else {
         panic!("{report:#?}");
     };
-    assert_eq!((*action, target.name.as_str()), (Action::Delete, name.as_str()));
+    assert_eq!(
+        (*action, target.name.as_str()),
+        (Action::Delete, name.as_str())
+    );
     assert!(error.contains("took a job"), "{error}");
     assert_eq!(env.pod_names(), vec![name.clone()], "never killed");
     wait_for("the job to complete", 30, || {
@@ -544,7 +553,11 @@ async fn runners_that_never_come_online_are_replaced_and_reported() {
     assert_eq!(changes.len(), 2, "{}", text(&plan));
     assert_eq!(changes[0].0, Action::Delete);
     assert_eq!(changes[0].1, old);
-    assert!(changes[0].2.contains("start deadline (60s)"), "{}", changes[0].2);
+    assert!(
+        changes[0].2.contains("start deadline (60s)"),
+        "{}",
+        changes[0].2
+    );
     assert_eq!(changes[1].0, Action::Create);
     assert_eq!(codes(&plan), vec!["runner-start-timeout"]);
     assert!(plan.findings[0].message.contains(&old));
@@ -555,7 +568,10 @@ async fn runners_that_never_come_online_are_replaced_and_reported() {
     assert_eq!(now.len(), 1);
     assert_ne!(now[0], old);
     let registered: Vec<String> = env.github.runners().into_iter().map(|r| r.name).collect();
-    assert_eq!(registered, now, "the stuck runner's registration is removed");
+    assert_eq!(
+        registered, now,
+        "the stuck runner's registration is removed"
+    );
     assert_eq!(env.secrets().len(), 1);
     env.github.assert_conformant();
 }

@@ -44,7 +44,11 @@ impl GithubRegistry {
 
     /// Re-reads GitHub's runner list (the autoscaler's observation).
     pub async fn refresh(&self) {
-        let runners = self.client.runners(&self.scope).await.expect("list runners");
+        let runners = self
+            .client
+            .runners(&self.scope)
+            .await
+            .expect("list runners");
         let seen = runners
             .into_iter()
             .map(|r| {

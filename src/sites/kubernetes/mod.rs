@@ -60,10 +60,12 @@ struct Prepared {
 
 /// The Fleet's runner start deadline in seconds.
 fn start_timeout_secs(ctx: &SiteContext<'_>) -> u64 {
-    ctx.repo.fleet.as_ref().map_or(
-        runners::DEFAULT_START_TIMEOUT_SECS,
-        |f| f.value.spec.reconcile.runner_start_timeout_seconds,
-    )
+    ctx.repo
+        .fleet
+        .as_ref()
+        .map_or(runners::DEFAULT_START_TIMEOUT_SECS, |f| {
+            f.value.spec.reconcile.runner_start_timeout_seconds
+        })
 }
 
 /// The declared `engine: drover` runner sets of the site, with their desired counts.

@@ -28,7 +28,7 @@ use super::apply::CONCURRENCY;
 use super::client::{self, Error, RetryPolicy};
 use super::kinds;
 use super::render::Rendered;
-use super::runners::{self, RunnerOp, RunnerPod, RunnerPlan};
+use super::runners::{self, RunnerOp, RunnerPlan, RunnerPod};
 use crate::plan::{Action, ApplyReport, Target};
 use crate::sites::runners::Removal;
 use crate::sites::{FIELD_MANAGER, Registry};
@@ -88,7 +88,8 @@ pub async fn apply(
         match op {
             RunnerOp::Keep(..) => {}
             RunnerOp::Create { set, namespace, .. } => {
-                let name = runners::fresh_name(s.fleet, set, &mut used, &mut runners::random_suffix);
+                let name =
+                    runners::fresh_name(s.fleet, set, &mut used, &mut runners::random_suffix);
                 pending.push(create_op(client, set, name, namespace, s).boxed());
             }
             RunnerOp::Delete { .. } => pending.push(run_op(client, op, s).boxed()),

@@ -141,12 +141,8 @@ impl RunnerPod {
             }
             let t = &state["terminated"];
             let code = t["exitCode"].as_i64()?;
-            (code != 0).then(|| {
-                format!(
-                    "{} (exit {code})",
-                    t["reason"].as_str().unwrap_or("Error")
-                )
-            })
+            (code != 0)
+                .then(|| format!("{} (exit {code})", t["reason"].as_str().unwrap_or("Error")))
         });
         Some(RunnerPod {
             name,
@@ -387,14 +383,13 @@ fn plan_set(
     let mut pending: Vec<&RunnerPod> = Vec::new();
     let mut idle: Vec<&RunnerPod> = Vec::new();
     let mut others: Vec<(&RunnerPod, String)> = Vec::new();
-    let delete = |pod: &RunnerPod, reason: DeleteReason, note: String, deregister: bool| {
-        RunnerOp::Delete {
+    let delete =
+        |pod: &RunnerPod, reason: DeleteReason, note: String, deregister: bool| RunnerOp::Delete {
             pod: pod.clone(),
             reason,
             deregister,
             note,
-        }
-    };
+        };
     let has_registry = inputs.registered.is_some();
     for pod in pods {
         let old = pod.age(inputs.now) >= timeout;
@@ -505,7 +500,9 @@ fn plan_set(
     }
     for (pod, note) in &others {
         let note = if surviving > want {
-            format!("{note}; above the desired {want}, but only pending Pods and idle runners are removed")
+            format!(
+                "{note}; above the desired {want}, but only pending Pods and idle runners are removed"
+            )
         } else {
             note.clone()
         };
@@ -665,8 +662,7 @@ pub fn random_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut n =
-        RandomState::new().hash_one((COUNTER.fetch_add(1, Ordering::Relaxed), nanos));
+    let mut n = RandomState::new().hash_one((COUNTER.fetch_add(1, Ordering::Relaxed), nanos));
     (0..5)
         .map(|_| {
             let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
@@ -775,7 +771,7 @@ mod tests {
         prune: bool,
     ) -> RunnerPlan {
         let lookup = registered.map(|m| move |name: &str| m.get(name).copied());
-        let lookup_ref: Option<&dyn Fn(&str) -> Option<RegisteredRunner>> = lookup
+        let lookup_ref: Registrations<'_> = lookup
             .as_ref()
             .map(|f| f as &dyn Fn(&str) -> Option<RegisteredRunner>);
         let inputs = RunnerInputs {
@@ -844,7 +840,12 @@ mod tests {
         assert_eq!(plan.creates(), 1);
         // A replaced pod too: the replacement comes once it is gone.
         let stuck = pod("p", "s", Phase::Pending, 601);
-        let plan = run(&[set("s", 2, 2)], &[stuck.clone()], Some(&none), false);
+        let plan = run(
+            &[set("s", 2, 2)],
+            std::slice::from_ref(&stuck),
+            Some(&none),
+            false,
+        );
         assert_eq!(plan.creates(), 1);
         let plan = run(&[set("s", 1, 4)], &[stuck], Some(&none), false);
         assert_eq!(plan.creates(), 1, "below max the replacement is immediate");
@@ -874,7 +875,11 @@ mod tests {
             ]
         );
         assert_eq!(plan.findings[0].code, "runner-pods-failed");
-        assert!(plan.findings[0].message.contains("f (Failed (Error (exit 1)))"));
+        assert!(
+            plan.findings[0]
+                .message
+                .contains("f (Failed (Error (exit 1)))")
+        );
         // Finished pods do not count: a set of 1 gets a new runner.
         let plan = run(&[set("s", 1, 4)], &pods, Some(&registered), false);
         assert_eq!(plan.creates(), 1);
@@ -911,7 +916,10 @@ mod tests {
         let plan = run(&[set("s", 0, 5)], &pods, Some(&registered), false);
         let gone: Vec<String> = deleted(&plan).into_iter().map(|d| d.0).collect();
         assert_eq!(gone.len(), 4);
-        assert!(!gone.contains(&"busy".to_string()), "a busy runner is never removed");
+        assert!(
+            !gone.contains(&"busy".to_string()),
+            "a busy runner is never removed"
+        );
         assert_eq!(plan.creates(), 0);
     }
 
@@ -959,8 +967,12 @@ mod tests {
         let finding = &plan.findings[0];
         assert_eq!(finding.code, "runner-start-timeout");
         assert!(
-            finding.message.contains("stuck (Pending (ImagePullBackOff))")
-                && finding.message.contains("offline (registered, never online)")
+            finding
+                .message
+                .contains("stuck (Pending (ImagePullBackOff))")
+                && finding
+                    .message
+                    .contains("offline (registered, never online)")
                 && !finding.message.contains("gone"),
             "{}",
             finding.message
@@ -1042,7 +1054,10 @@ mod tests {
     fn random_suffixes_are_five_lowercase_alphanumerics() {
         let a = random_suffix();
         assert_eq!(a.len(), 5);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         assert_ne!(a, random_suffix());
     }
 }

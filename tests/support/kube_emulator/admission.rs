@@ -74,7 +74,9 @@ impl Store {
             obj["spec"]["priority"] = class["value"].clone();
             obj["spec"]["preemptionPolicy"] = class["preemptionPolicy"].clone();
         }
-        let pc = obj["spec"]["priorityClassName"].as_str().unwrap_or_default();
+        let pc = obj["spec"]["priorityClassName"]
+            .as_str()
+            .unwrap_or_default();
         for (key, quota) in &self.objects {
             if key.plural != "resourcequotas" || !key.group.is_empty() || key.namespace != ns {
                 continue;
@@ -92,9 +94,14 @@ impl Store {
                 .objects
                 .iter()
                 .filter(|(k, _)| k.group.is_empty() && k.plural == "pods" && k.namespace == ns)
-                .filter(|(_, p)| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
                 .filter(|(_, p)| {
-                    quota_selects(quota, p["spec"]["priorityClassName"].as_str().unwrap_or_default())
+                    !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                })
+                .filter(|(_, p)| {
+                    quota_selects(
+                        quota,
+                        p["spec"]["priorityClassName"].as_str().unwrap_or_default(),
+                    )
                 })
                 .count();
             if used + 1 > limit {
@@ -166,7 +173,9 @@ impl Store {
                 .filter(|r| r["uid"] != uid)
                 .cloned()
                 .collect();
-            let meta = obj["metadata"].as_object_mut().expect("stored objects have metadata");
+            let meta = obj["metadata"]
+                .as_object_mut()
+                .expect("stored objects have metadata");
             if refs.is_empty() {
                 meta.remove("ownerReferences");
             } else {

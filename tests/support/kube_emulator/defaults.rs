@@ -105,7 +105,11 @@ fn pod_status(obj: &mut Value) {
 /// `Guaranteed` when every container's cpu and memory limits equal its requests,
 /// `BestEffort` when nothing is requested or limited, else `Burstable`.
 fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = spec["containers"].as_array().into_iter().flatten().collect();
+    let containers: Vec<&Value> = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
     let empty = |v: &Value| v.as_object().is_none_or(|m| m.is_empty());
     if containers
         .iter()
@@ -120,7 +124,11 @@ fn qos_class(spec: &Value) -> &'static str {
             !limit.is_null() && (request.is_null() || request == limit)
         })
     });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 fn container(c: &mut Value) {

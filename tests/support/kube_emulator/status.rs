@@ -153,7 +153,10 @@ impl ApiError {
         Self::new(
             403,
             "Forbidden",
-            format!("{} \"{name}\" is forbidden: {why}", qualified(plural, group)),
+            format!(
+                "{} \"{name}\" is forbidden: {why}",
+                qualified(plural, group)
+            ),
         )
         .with_details(group, plural, name)
     }
