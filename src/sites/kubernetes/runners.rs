@@ -1051,6 +1051,58 @@ mod tests {
     }
 
     #[test]
+    fn pods_come_from_the_rendered_template_with_the_jit_config_by_reference() {
+        let template = json!({
+            "apiVersion": "v1", "kind": "PodTemplate",
+            "metadata": {"name": "s", "namespace": NS},
+            "template": {
+                "metadata": {"labels": {RUNNER_SET_LABEL: "s", COMPONENT_LABEL: "runner"}},
+                "spec": {"containers": [
+                    {"name": "runner", "image": "r:1", "env": [{"name": "A", "value": "1"}]},
+                    {"name": "dind", "image": "d:1"},
+                ]},
+            },
+        });
+        let rendered = Rendered {
+            namespace: NS.into(),
+            objects: vec![template],
+            ..Rendered::default()
+        };
+        let pod = pod_object(&rendered, "s", "drover-ci-s-abcde").unwrap();
+        assert_eq!(pod["metadata"]["name"], "drover-ci-s-abcde");
+        assert_eq!(pod["metadata"]["namespace"], NS);
+        assert_eq!(pod["metadata"]["labels"][ENGINE_LABEL], ENGINE);
+        assert_eq!(pod["metadata"]["labels"][RUNNER_SET_LABEL], "s");
+        let env = &pod["spec"]["containers"][0]["env"];
+        assert_eq!(env[0]["name"], "A");
+        assert_eq!(
+            env[1],
+            json!({"name": JIT_ENV, "valueFrom": {"secretKeyRef": {"name": "drover-ci-s-abcde", "key": JIT_KEY}}})
+        );
+        assert!(pod["spec"]["containers"][1].get("env").is_none());
+        assert!(pod_object(&rendered, "other", "x").is_none());
+
+        let secret = secret_object(&pod, "uid-1", "cfg");
+        assert_eq!(secret["metadata"]["name"], "drover-ci-s-abcde");
+        assert_eq!(
+            secret["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "v1", "kind": "Pod", "name": "drover-ci-s-abcde", "uid": "uid-1"}])
+        );
+        assert_eq!(secret["stringData"][JIT_KEY], "cfg");
+        assert_eq!(secret["type"], "Opaque");
+        // The plan never carries it: a create shows a stable target and no diff.
+        let create = RunnerOp::Create {
+            set: "s".into(),
+            index: 2,
+            namespace: NS.into(),
+            note: "scale up".into(),
+        }
+        .change();
+        assert_eq!(create.target.name, "s#new-2");
+        assert!(create.diff.is_none());
+    }
+
+    #[test]
     fn random_suffixes_are_five_lowercase_alphanumerics() {
         let a = random_suffix();
         assert_eq!(a.len(), 5);
