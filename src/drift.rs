@@ -87,9 +87,10 @@ impl SiteDrift {
     }
 }
 
-/// Runner jobs and pods are named `<runner set>#<slot>`; their creates mean "below min".
+/// Runner jobs (`<runner set>#<slot>`) and runner Pods (every Pod change is one; a create
+/// is `<runner set>#new-<n>`): their creates mean "below min", their deletes are not drift.
 fn is_runner(target: &Target) -> bool {
-    (target.kind == "SlurmJob" || target.kind == "Pod") && target.name.contains('#')
+    target.kind == "Pod" || (target.kind == "SlurmJob" && target.name.contains('#'))
 }
 
 impl DriftReport {

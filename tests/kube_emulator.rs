@@ -1274,3 +1274,193 @@ async fn typed_pods_across_namespaces_and_cluster_wide_watch() {
         )
     );
 }
+
+fn pod(name: &str, extra_spec: Value) -> Pod {
+    let mut spec = json!({"containers": [{"name": "runner", "image": "busybox:1.36"}]});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        s.extend(extra.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn owned_secret(name: &str, owner: &str, uid: &str) -> Secret {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": owner, "uid": uid}]},
+        "stringData": {"k": "v"},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn deleting_an_owner_garbage_collects_its_dependents() {
+    let emu = KubeEmulator::start().await;
+    let client = emu.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    let owner = pods.create(&pp, &pod("owner", json!({}))).await.unwrap();
+    let uid = owner.uid().unwrap();
+    secrets
+        .create(&pp, &owned_secret("dep", "owner", &uid))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &owned_secret("unrelated", "owner", "some-other-uid"))
+        .await
+        .unwrap();
+    // A dependent whose owner does not exist is collected (the "absent owner" case).
+    assert!(secrets.get_opt("unrelated").await.unwrap().is_none());
+    assert!(secrets.get_opt("dep").await.unwrap().is_some());
+    // Dry-run deletes collect nothing.
+    let dry = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    pods.delete("owner", &dry).await.unwrap();
+    assert!(secrets.get_opt("dep").await.unwrap().is_some());
+    pods.delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        secrets.get_opt("dep").await.unwrap().is_none(),
+        "the Secret owned by the Pod is gone with it"
+    );
+
+    // Orphan propagation keeps the dependent and drops the reference.
+    let owner = pods.create(&pp, &pod("owner2", json!({}))).await.unwrap();
+    secrets
+        .create(&pp, &owned_secret("kept", "owner2", &owner.uid().unwrap()))
+        .await
+        .unwrap();
+    pods.delete("owner2", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    let kept = secrets.get("kept").await.unwrap();
+    assert!(kept.metadata.owner_references.is_none());
+}
+
+#[tokio::test]
+async fn owner_references_must_be_complete() {
+    let emu = KubeEmulator::start().await;
+    let client = emu.client().await;
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let status = api_status(
+        secrets
+            .create(&PostParams::default(), &owned_secret("s", "owner", ""))
+            .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(
+        status
+            .message
+            .contains("metadata.ownerReferences.uid: Invalid value: \"\": uid must not be empty"),
+        "{}",
+        status.message
+    );
+    let mut two: Secret = owned_secret("s", "a", "u1");
+    let mut refs = two.metadata.owner_references.take().unwrap();
+    refs[0].controller = Some(true);
+    let mut second = refs[0].clone();
+    second.uid = "u2".into();
+    refs.push(second);
+    two.metadata.owner_references = Some(refs);
+    let status = api_status(secrets.create(&PostParams::default(), &two).await);
+    assert!(
+        status
+            .message
+            .contains("Only one reference can have Controller set to true"),
+        "{}",
+        status.message
+    );
+}
+
+#[tokio::test]
+async fn pods_start_pending_and_are_admitted_like_a_real_server() {
+    let emu = KubeEmulator::start().await;
+    let client = emu.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    let created = pods.create(&pp, &pod("p", json!({}))).await.unwrap();
+    let status = created.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
+
+    // Missing ServiceAccount and PriorityClass are refused by admission (403).
+    let status = api_status(
+        pods.create(&pp, &pod("sa", json!({"serviceAccountName": "runner"})))
+            .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert!(
+        status
+            .message
+            .contains("serviceaccount \"runner\" not found"),
+        "{}",
+        status.message
+    );
+    let status = api_status(
+        pods.create(&pp, &pod("pc", json!({"priorityClassName": "runners"})))
+            .await,
+    );
+    assert_eq!(status.code, 403);
+    assert!(
+        status
+            .message
+            .contains("no PriorityClass with name runners was found"),
+        "{}",
+        status.message
+    );
+
+    // A quota scoped to a PriorityClass caps that class's live Pods.
+    emu.put_object_as(
+        "test",
+        json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": "runners"}, "value": 5}),
+    )
+    .unwrap();
+    emu.put_object_as(
+        "test",
+        json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "runners", "namespace": "default"},
+            "spec": {"hard": {"pods": "1"}, "scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": "In", "values": ["runners"]}]}}}),
+    )
+    .unwrap();
+    let first = pods
+        .create(&pp, &pod("q1", json!({"priorityClassName": "runners"})))
+        .await
+        .unwrap();
+    assert_eq!(first.spec.unwrap().priority, Some(5));
+    let status = api_status(
+        pods.create(&pp, &pod("q2", json!({"priorityClassName": "runners"})))
+            .await,
+    );
+    assert_eq!(status.code, 403);
+    assert!(
+        status
+            .message
+            .contains("exceeded quota: runners, requested: pods=1, used: pods=1, limited: pods=1"),
+        "{}",
+        status.message
+    );
+    // Pods of other classes are not counted; finished Pods free their slot.
+    pods.create(&pp, &pod("other", json!({}))).await.unwrap();
+    emu.set_status(
+        "v1",
+        "Pod",
+        Some("default"),
+        "q1",
+        json!({"phase": "Succeeded"}),
+    )
+    .unwrap();
+    pods.create(&pp, &pod("q2", json!({"priorityClassName": "runners"})))
+        .await
+        .unwrap();
+}

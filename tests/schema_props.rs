@@ -403,6 +403,7 @@ fn fleet() -> impl Strategy<Value = Fleet> {
                         prune,
                         mass_prune_percent,
                         drift: DriftPolicy::Report,
+                        ..ReconcileSettings::default()
                     },
                 },
             },

@@ -139,10 +139,20 @@ pub struct ReconcileSettings {
     /// What to do about drift found between reconciles.
     #[serde(default)]
     pub drift: DriftPolicy,
+    /// Seconds a runner Pod may take to come online with GitHub (scheduling, image pull,
+    /// registration). A Kubernetes runner that is not online by then is replaced and
+    /// reported (`runner-start-timeout`).
+    #[serde(default = "default_runner_start_timeout")]
+    #[schemars(range(min = 60))]
+    pub runner_start_timeout_seconds: u64,
 }
 
 fn default_interval() -> u64 {
     300
+}
+
+fn default_runner_start_timeout() -> u64 {
+    600
 }
 
 fn default_mass_prune() -> u8 {
@@ -156,6 +166,7 @@ impl Default for ReconcileSettings {
             prune: false,
             mass_prune_percent: default_mass_prune(),
             drift: DriftPolicy::Report,
+            runner_start_timeout_seconds: default_runner_start_timeout(),
         }
     }
 }

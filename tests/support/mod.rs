@@ -7,3 +7,5 @@
 pub mod git_server;
 pub mod github_emulator;
 pub mod kube_emulator;
+pub mod kubelet;
+pub mod registry;

@@ -137,6 +137,13 @@ pub const AUTOSCALING_RUNNER_SET: KindInfo = kind(
 /// Node (never owned: only declared labels and taints are applied).
 pub const NODE: KindInfo = kind("", "v1", "Node", "nodes", false, None, 2);
 
+/// Pod (runner Pods drover creates from a set's PodTemplate; not in [`OWNED`]: they are
+/// planned by the runner plan, never by the object diff).
+pub const POD: KindInfo = kind("", "v1", "Pod", "pods", true, None, 4);
+/// Secret (the per-runner JIT config Secret, owned by its Pod and garbage-collected with
+/// it; drover never reads Secrets).
+pub const SECRET: KindInfo = kind("", "v1", "Secret", "secrets", true, None, 4);
+
 /// DaemonSet (read: device plugins a site requires).
 pub const DAEMON_SET: KindInfo = kind("apps", "v1", "DaemonSet", "daemonsets", true, None, 2);
 /// RuntimeClass (read: runtime classes a site requires).
@@ -168,6 +175,13 @@ pub const OWNED_VERBS: &[&str] = &["create", "delete", "get", "list", "patch"];
 /// Verbs on Nodes: `list` (observe, when the site has pools) and `patch` (server-side
 /// apply of declared labels and taints to existing nodes; never create or delete).
 pub const NODE_VERBS: &[&str] = &["list", "patch"];
+/// Verbs on runner Pods: `list` (observe drover's runner Pods by label), `create` (scale
+/// up), `delete` (scale down, cleanup). Pods are never read one by one nor patched.
+pub const POD_VERBS: &[&str] = &["create", "delete", "list"];
+/// Verbs on Secrets: `create` (the per-runner JIT config Secret) and `delete` (taking a
+/// Secret back; also what the OwnerReferencesPermissionEnforcement admission plugin asks
+/// of a client that sets `ownerReferences`). Never `get` or `list`: drover reads no Secret.
+pub const SECRET_VERBS: &[&str] = &["create", "delete"];
 /// Kinds only read by name for site checks (`get`).
 pub const CHECKED: [KindInfo; 3] = [DAEMON_SET, RUNTIME_CLASS, CRD];
 /// Verbs on [`CHECKED`] kinds.
@@ -197,6 +211,8 @@ pub fn required_rules() -> Vec<RequiredRule> {
         .iter()
         .map(|k| (k, OWNED_VERBS))
         .chain(std::iter::once((&NODE, NODE_VERBS)))
+        .chain(std::iter::once((&POD, POD_VERBS)))
+        .chain(std::iter::once((&SECRET, SECRET_VERBS)))
         .chain(CHECKED.iter().map(|k| (k, CHECKED_VERBS)));
     for (kind, verbs) in uses {
         rules

@@ -5,7 +5,9 @@
 //! [`client`] (connection, errors, retries),
 //! [`observe`] (listing owned objects and site facts), [`normalize`] (projection onto the
 //! desired field set, secret masking, YAML), [`plan`] (the pure diff), [`checks`] (site
-//! findings) and [`apply`] (ordered, bounded, guarded writes). Behaviour for operators is
+//! findings) and [`apply`] (ordered, bounded, guarded writes); runner Pods: [`runners`]
+//! (the pure runner-pod plan) and [`runner_pods`] (listing them, JIT configs, creates and
+//! deletes). Behaviour for operators is
 //! documented in `docs/kubernetes.md`.
 
 pub mod apply;
@@ -16,9 +18,11 @@ pub mod normalize;
 pub mod observe;
 pub mod plan;
 pub mod render;
+pub mod runner_pods;
+pub mod runners;
 
 use super::SiteContext;
-use crate::fleet::model::SitePolicy;
+use crate::fleet::model::{Engine, SitePolicy};
 use crate::plan::{ApplyReport, SiteKind, SitePlan};
 
 /// Renders the site's desired objects as JSON values (for `drover render`). Pure.
@@ -39,65 +43,155 @@ fn failed(ctx: &SiteContext<'_>, error: impl Into<String>) -> SitePlan {
     SitePlan::failed(ctx.name(), SiteKind::Kubernetes, policy(ctx), error)
 }
 
+/// What planning a site produced: the object plan (absent in a runners-only run), the
+/// runner-pod plan, and what apply needs.
+struct Prepared {
+    /// The shown plan: object changes, runner Pod changes, findings.
+    plan: SitePlan,
+    /// The object writes (none in a runners-only run).
+    planned: Option<plan::Planned>,
+    /// The runner Pod steps.
+    runners: runners::RunnerPlan,
+    /// Names of the runner Pods observed (new names avoid them).
+    pod_names: std::collections::BTreeSet<String>,
+    rendered: render::Rendered,
+    client: kube::Client,
+}
+
+/// The Fleet's runner start deadline in seconds.
+fn start_timeout_secs(ctx: &SiteContext<'_>) -> u64 {
+    ctx.repo
+        .fleet
+        .as_ref()
+        .map_or(runners::DEFAULT_START_TIMEOUT_SECS, |f| {
+            f.value.spec.reconcile.runner_start_timeout_seconds
+        })
+}
+
+/// The declared `engine: drover` runner sets of the site, with their desired counts.
+fn desired_sets(ctx: &SiteContext<'_>, rendered: &render::Rendered) -> Vec<runners::DesiredSet> {
+    render::runner_sets(rendered)
+        .into_iter()
+        .filter_map(|name| {
+            let set = &ctx.repo.runner_sets.get(&name)?.value;
+            (set.spec.engine == Engine::Drover).then(|| runners::DesiredSet {
+                count: ctx.desired_runners(&name),
+                max: set.spec.max,
+                set: name,
+            })
+        })
+        .collect()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Renders, connects, observes and plans; the client is returned for apply.
-async fn plan_with_client(
-    ctx: &SiteContext<'_>,
-) -> Result<(plan::Planned, kube::Client), SitePlan> {
+async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
     let rendered = render::render(ctx)
         .map_err(|e| failed(ctx, format!("desired state cannot be rendered: {e}")))?;
     let client = client::connect(ctx)
         .await
         .map_err(|e| failed(ctx, e.to_string()))?;
     let timeout = client::site_timeout(ctx);
+    let retry = client::RetryPolicy::default();
     let fleet = ctx.fleet_name().to_string();
+    let runners_only = ctx.options.runners_only;
     // The whole observation is bounded too: retries inside it must not outlive the site.
-    let observed = tokio::time::timeout(
-        timeout,
-        observe::observe(
-            &client,
-            &rendered,
-            &fleet,
-            timeout,
-            client::RetryPolicy::default(),
-        ),
-    )
-    .await
-    .map_err(|_| {
-        failed(
-            ctx,
-            format!(
-                "observing the site took longer than its timeout ({}s)",
-                timeout.as_secs()
-            ),
+    let observation = async {
+        let objects = async {
+            if runners_only {
+                Ok(None)
+            } else {
+                observe::observe(&client, &rendered, &fleet, timeout, retry)
+                    .await
+                    .map(Some)
+            }
+        };
+        futures::future::try_join(
+            objects,
+            runner_pods::observe(&client, &fleet, timeout, retry),
         )
-    })?
-    .map_err(|e| failed(ctx, format!("cannot observe the site: {e}")))?;
+        .await
+    };
+    let (observed, pods) = tokio::time::timeout(timeout, observation)
+        .await
+        .map_err(|_| {
+            failed(
+                ctx,
+                format!(
+                    "observing the site took longer than its timeout ({}s)",
+                    timeout.as_secs()
+                ),
+            )
+        })?
+        .map_err(|e| failed(ctx, format!("cannot observe the site: {e}")))?;
     let settings = plan::PlanSettings {
         site: ctx.name().to_string(),
         policy: policy(ctx),
-        fleet,
+        fleet: fleet.clone(),
         prune: ctx.prune(),
         desired_complete: !ctx.repo.incomplete,
     };
-    Ok((plan::compute(&rendered, &observed, &settings), client))
+    let planned = observed.map(|o| plan::compute(&rendered, &o, &settings));
+
+    let desired = desired_sets(ctx, &rendered);
+    let registry = ctx.options.registry.clone();
+    let lookup = registry
+        .as_ref()
+        .map(|r| move |name: &str| r.0.registered(name));
+    let registered: runners::Registrations<'_> = lookup
+        .as_ref()
+        .map(|f| f as &dyn Fn(&str) -> Option<crate::sites::runners::RegisteredRunner>);
+    let inputs = runners::RunnerInputs {
+        fleet: &fleet,
+        namespace: &rendered.namespace,
+        desired: &desired,
+        prune: settings.prune && settings.desired_complete,
+        start_timeout_secs: start_timeout_secs(ctx),
+        now: now(),
+        registered,
+    };
+    let runner_plan = runners::plan_runners(&inputs, &pods);
+
+    let mut plan = match &planned {
+        Some(p) => p.plan.clone(),
+        None => SitePlan::new(ctx.name(), SiteKind::Kubernetes, policy(ctx)),
+    };
+    plan.changes.extend(runner_plan.changes());
+    plan.findings.extend(runner_plan.findings.iter().cloned());
+    Ok(Prepared {
+        plan,
+        planned,
+        runners: runner_plan,
+        pod_names: pods.into_iter().map(|p| p.name).collect(),
+        rendered,
+        client,
+    })
 }
 
 /// Observes and plans the site. Never panics; a site that cannot be observed gets a
-/// [`SitePlan::failed`] (plan unknown, never empty).
+/// [`SitePlan::failed`] (plan unknown, never empty). With `runners_only`, only runner Pods
+/// are observed and planned.
 pub async fn plan(ctx: &SiteContext<'_>) -> SitePlan {
-    match plan_with_client(ctx).await {
-        Ok((planned, _)) => planned.plan,
+    match prepare(ctx).await {
+        Ok(prepared) => prepared.plan,
         Err(failed) => failed,
     }
 }
 
 /// Plans and applies the site per `ctx.options.apply`; returns the plan and what happened.
+/// Objects are applied first, then runner Pods (which need the namespace, ServiceAccount
+/// and PriorityClass). With `runners_only`, only runner Pods.
 pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
     let mut report = ApplyReport {
         site: ctx.name().into(),
         ..ApplyReport::default()
     };
-    let (planned, client) = match plan_with_client(ctx).await {
+    let prepared = match prepare(ctx).await {
         Ok(x) => x,
         Err(plan) => {
             report.refused = plan.error.clone();
@@ -106,16 +200,41 @@ pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
     };
     if policy(ctx) == SitePolicy::ReportOnly {
         report.refused = Some("site policy is report-only".into());
-        return (planned.plan, report);
+        return (prepared.plan, report);
     }
-    let settings = apply::ApplySettings {
-        site: ctx.name().to_string(),
-        fleet: ctx.fleet_name().to_string(),
-        options: ctx.options.apply.clone(),
-        mass_prune_percent: ctx.mass_prune_percent(),
-        timeout: client::site_timeout(ctx),
-        retry: client::RetryPolicy::default(),
+    let timeout = client::site_timeout(ctx);
+    let retry = client::RetryPolicy::default();
+    if let Some(planned) = &prepared.planned {
+        let settings = apply::ApplySettings {
+            site: ctx.name().to_string(),
+            fleet: ctx.fleet_name().to_string(),
+            options: ctx.options.apply.clone(),
+            mass_prune_percent: ctx.mass_prune_percent(),
+            timeout,
+            retry,
+        };
+        report = apply::apply(&prepared.client, planned, &settings).await;
+        if report.refused.is_some() {
+            return (prepared.plan, report);
+        }
+    }
+    let new_namespace = prepared.planned.as_ref().is_some_and(|p| {
+        p.ops.iter().any(|o| {
+            o.action == crate::plan::Action::Create
+                && o.kind.kind == "Namespace"
+                && o.target.name == prepared.rendered.namespace
+        })
+    });
+    let settings = runner_pods::RunnerApply {
+        rendered: &prepared.rendered,
+        registry: ctx.options.registry.as_ref(),
+        dry_run: ctx.options.apply.dry_run,
+        new_namespace,
+        fleet: ctx.fleet_name(),
+        used_names: prepared.pod_names.clone(),
+        timeout,
+        retry,
     };
-    let report = apply::apply(&client, &planned, &settings).await;
-    (planned.plan, report)
+    runner_pods::apply(&prepared.client, &prepared.runners, &settings, &mut report).await;
+    (prepared.plan, report)
 }

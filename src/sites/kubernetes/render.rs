@@ -5,7 +5,8 @@
 //! Role/RoleBinding, a NetworkPolicy (ingress denied, egress allowed), per runner set a
 //! PriorityClass + ResourceQuota scoped to it, and either a PodTemplate (`engine: drover`)
 //! or an AutoscalingRunnerSet (`engine: arc`), and an ExternalSecret per External-Secrets
-//! SecretRef of the site. Runner Pods are not rendered (the autoscaler creates them).
+//! SecretRef of the site. Runner Pods are not rendered: the runner plan creates them from the
+//! PodTemplate (see [`super::runners`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +34,8 @@ pub const EXTERNAL_SECRET_KEY: &str = "value";
 pub const DIND_IMAGE: &str = "docker:27.3-dind";
 /// Rootless Docker-in-Docker sidecar image.
 pub const DIND_ROOTLESS_IMAGE: &str = "docker:27.3-dind-rootless";
+/// The runner command when a set names none (both engines).
+pub const RUNNER_COMMAND: &str = "/home/runner/run.sh";
 /// Runner image used when neither the runner set nor the fleet defaults name one.
 pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/actions/actions-runner:2.321.0";
 
@@ -300,7 +303,8 @@ pub fn render(ctx: &SiteContext<'_>) -> Result<Rendered, RenderError> {
     Ok(out)
 }
 
-fn runner_pod_selector(fleet: &str) -> Value {
+/// The labels every runner Pod carries (the NetworkPolicy selects them).
+pub fn runner_pod_selector(fleet: &str) -> Value {
     json!({MANAGED_BY_LABEL: MANAGED_BY, OWNER_LABEL: fleet, COMPONENT_LABEL: "runner"})
 }
 
@@ -434,8 +438,10 @@ fn render_runner_set(
     let mut runner = Map::new();
     runner.insert("name".into(), json!("runner"));
     runner.insert("image".into(), json!(image));
-    let command = if spec.command.is_empty() && spec.engine == Engine::Arc {
-        vec!["/home/runner/run.sh".to_string()]
+    // Both engines start the runner with `run.sh`, which reads its JIT config from
+    // `ACTIONS_RUNNER_INPUT_JITCONFIG` (set per Pod, from the runner's own Secret).
+    let command = if spec.command.is_empty() {
+        vec![RUNNER_COMMAND.to_string()]
     } else {
         spec.command.clone()
     };

@@ -15,6 +15,7 @@ pub fn apply_defaults(rt: &ResourceType, obj: &mut Value, cluster_ip: &mut dyn F
             if let Some(spec) = object_field(obj, "spec") {
                 pod_spec(spec);
             }
+            pod_status(obj);
         }
         ("", "PodTemplate") => {
             if let Some(spec) = object_field(obj, "template").and_then(|t| object_field(t, "spec"))
@@ -89,6 +90,44 @@ fn pod_spec(spec: &mut Value) {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             containers.iter_mut().for_each(container);
         }
+    }
+}
+
+/// A new Pod is `Pending` with a QoS class (the status the API server writes on create;
+/// only the kubelet moves it on, through the status subresource).
+fn pod_status(obj: &mut Value) {
+    let qos = qos_class(&obj["spec"]);
+    default(obj, "status", json!({}));
+    default(&mut obj["status"], "phase", json!("Pending"));
+    default(&mut obj["status"], "qosClass", json!(qos));
+}
+
+/// `Guaranteed` when every container's cpu and memory limits equal its requests,
+/// `BestEffort` when nothing is requested or limited, else `Burstable`.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let empty = |v: &Value| v.as_object().is_none_or(|m| m.is_empty());
+    if containers
+        .iter()
+        .all(|c| empty(&c["resources"]["requests"]) && empty(&c["resources"]["limits"]))
+    {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = &c["resources"]["limits"][*r];
+            let request = &c["resources"]["requests"][*r];
+            !limit.is_null() && (request.is_null() || request == limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
     }
 }
 

@@ -32,7 +32,12 @@
 //!   get `.` entries in `fieldsV1`. Defaulted fields are owned by nobody. Apply to the
 //!   `status` subresource merges without ownership tracking.
 //! - Deletion is immediate (no finalizers, no graceful deletion, no Terminating phase);
-//!   deleting a Namespace or CRD removes its contents at once.
+//!   deleting a Namespace or CRD removes its contents at once. Garbage collection of
+//!   dependents (`ownerReferences`) is synchronous, after every delete and create, where a
+//!   real cluster's collector works in the background ([`admission`]).
+//! - Admission: Pods are checked for their ServiceAccount (only when named), PriorityClass
+//!   and ResourceQuota `pods` (not cpu/memory); see [`admission`]. Pod spec updates are not
+//!   refused (a real server allows only a few fields to change).
 //! - No controllers: no `default` ServiceAccount or `kube-root-ca.crt` per namespace, no
 //!   ReplicaSets/Pods from workloads; status changes only through the status subresource
 //!   or [`KubeEmulator::set_status`]. CRDs are Established immediately.
@@ -53,6 +58,7 @@
 //! - Defaults cover the fields listed in [`defaults`]; admission plugins (e.g. service
 //!   account or toleration injection) are not emulated.
 
+pub mod admission;
 mod body;
 pub mod defaults;
 pub mod discovery;
@@ -310,6 +316,11 @@ impl KubeEmulator {
             true,
             false,
         )
+    }
+
+    /// Runs the garbage collector now (it also runs after every delete and create).
+    pub fn collect_garbage(&self) -> usize {
+        self.store().collect_garbage()
     }
 
     /// Creates a Ready Node (as the kubelet would) and returns it.

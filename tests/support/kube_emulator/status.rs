@@ -148,6 +148,19 @@ impl ApiError {
             .with_causes(causes)
     }
 
+    /// 403 Forbidden from admission: `pods "x" is forbidden: <why>`.
+    pub fn forbidden(group: &str, plural: &str, name: &str, why: impl std::fmt::Display) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: {why}",
+                qualified(plural, group)
+            ),
+        )
+        .with_details(group, plural, name)
+    }
+
     /// 429 TooManyRequests.
     pub fn too_many_requests(retry_after_secs: u64) -> Self {
         Self::new(

@@ -214,10 +214,54 @@ pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Result<(), ApiError>
             _ => causes.push((field, format!("Invalid value: {value}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"))),
         }
     }
+    owner_reference_problems(&obj["metadata"]["ownerReferences"], &mut causes);
     if causes.is_empty() {
         Ok(())
     } else {
         Err(ApiError::invalid(&rt.group, &rt.kind, name, causes))
+    }
+}
+
+/// `metadata.ownerReferences`: apiVersion, kind, name and uid are required, and at most one
+/// reference may be the controller (apimachinery's `ValidateOwnerReferences`).
+fn owner_reference_problems(refs: &Value, causes: &mut Vec<(String, String)>) {
+    let field = "metadata.ownerReferences";
+    let mut controllers = 0;
+    for r in refs.as_array().into_iter().flatten() {
+        let empty = |key: &str| r[key].as_str().is_none_or(str::is_empty);
+        if empty("apiVersion") {
+            causes.push((
+                format!("{field}.apiVersion"),
+                "Invalid value: \"\": version must not be empty".into(),
+            ));
+        }
+        if empty("kind") {
+            causes.push((
+                format!("{field}.kind"),
+                "Invalid value: \"\": kind must not be empty".into(),
+            ));
+        }
+        if empty("name") {
+            causes.push((
+                format!("{field}.name"),
+                "Invalid value: \"\": name must not be empty".into(),
+            ));
+        }
+        if empty("uid") {
+            causes.push((
+                format!("{field}.uid"),
+                "Invalid value: \"\": uid must not be empty".into(),
+            ));
+        }
+        if r["controller"].as_bool() == Some(true) {
+            controllers += 1;
+        }
+    }
+    if controllers > 1 {
+        causes.push((
+            field.to_string(),
+            "Invalid value: []: Only one reference can have Controller set to true".into(),
+        ));
     }
 }
 

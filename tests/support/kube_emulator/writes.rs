@@ -54,6 +54,7 @@ impl Store {
         }
         let submitted = obj.clone();
         self.finish(rt, &mut obj, None)?;
+        self.admit_create(rt, namespace, &mut obj)?;
         let mut entries = Vec::new();
         ssa::record_update(
             &mut entries,
@@ -63,7 +64,12 @@ impl Store {
             &obj,
         );
         ssa::write_entries(&mut obj, &entries);
-        self.store(rt, key, obj, None, opts.dry_run, warnings)
+        let written = self.store(rt, key, obj, None, opts.dry_run, warnings)?;
+        if !opts.dry_run {
+            // A dependent whose owners do not exist is collected at once.
+            self.collect_garbage();
+        }
+        Ok(written)
     }
 
     /// PUT: replaces an existing object (409 Conflict on a stale resourceVersion).
@@ -136,11 +142,20 @@ impl Store {
             }
         };
         self.finish(rt, &mut obj, old.as_ref())?;
+        if old.is_none() {
+            self.admit_create(rt, namespace, &mut obj)?;
+        }
         ssa::write_entries(&mut obj, &entries);
-        self.store(rt, key, obj, old, opts.dry_run, warnings)
+        let created = old.is_none();
+        let written = self.store(rt, key, obj, old, opts.dry_run, warnings)?;
+        if created && !opts.dry_run {
+            self.collect_garbage();
+        }
+        Ok(written)
     }
 
-    /// DELETE: removes the object (and, for a Namespace or CRD, everything it contains).
+    /// DELETE: removes the object (and, for a Namespace or CRD, everything it contains), then
+    /// collects garbage: dependents whose owners are all gone are deleted too.
     pub fn delete(
         &mut self,
         rt: &ResourceType,
@@ -191,7 +206,14 @@ impl Store {
                 self.remove(k);
             }
         }
+        if options["propagationPolicy"] == "Orphan"
+            && let Some(uid) = old["metadata"]["uid"].as_str()
+        {
+            self.orphan_dependents(uid);
+        }
         let removed = self.remove(key);
+        // Dependents of the deleted object (ownerReferences) go with it.
+        self.collect_garbage();
         Ok(render(rt, &removed))
     }
 

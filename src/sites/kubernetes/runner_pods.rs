@@ -1,0 +1,310 @@
+//! Runner Pods on the site: listing drover's runner Pods, and applying the runner plan of
+//! [`super::runners`]: JIT config → Pod → Secret owned by the Pod; deregister → delete.
+//!
+//! - A create mints the JIT config (`RunnerRegistry::jit_config`), creates the Pod (POST,
+//!   exclusive: an existing name is an error, never overwritten), then the Secret with an
+//!   `ownerReference` to the Pod's uid, so deleting the Pod garbage-collects the Secret. If
+//!   the Pod cannot be created the registration is removed; if the Secret cannot be
+//!   created the Pod is deleted and the registration removed.
+//! - A delete of a Pod whose runner may be registered deregisters it first; GitHub refuses
+//!   for a busy runner and the Pod is kept. The delete carries the observed uid and
+//!   resourceVersion as preconditions: a Pod that changed since it was planned (e.g. went
+//!   from Pending to Running) is not deleted.
+//! - Dry run: Pods are created and deleted with `dryRun=All`; no JIT config is minted, no
+//!   Secret is written and nothing is deregistered (those are real changes at GitHub).
+//!
+//! The JIT config is only ever in the Secret's body: never in a plan, a log line, an error
+//! or a report (errors that could quote it are redacted).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
+use serde_json::Value;
+
+use super::apply::CONCURRENCY;
+use super::client::{self, Error, RetryPolicy};
+use super::kinds;
+use super::render::Rendered;
+use super::runners::{self, RunnerOp, RunnerPlan, RunnerPod};
+use crate::plan::{Action, ApplyReport, Target};
+use crate::sites::runners::Removal;
+use crate::sites::{FIELD_MANAGER, Registry};
+
+/// Lists the runner Pods drover created for `fleet`, in every namespace.
+pub async fn observe(
+    client: &kube::Client,
+    fleet: &str,
+    timeout: Duration,
+    retry: RetryPolicy,
+) -> Result<Vec<RunnerPod>, Error> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &kinds::POD.api_resource());
+    let lp = ListParams::default().labels(&runners::runner_pod_selector(fleet));
+    let list = client::call("listing runner pods", timeout, retry, || api.list(&lp)).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .filter_map(|v| RunnerPod::from_value(&v))
+        .collect())
+}
+
+/// How to apply the runner plan.
+pub struct RunnerApply<'a> {
+    /// The site's rendered objects (the PodTemplates).
+    pub rendered: &'a Rendered,
+    /// GitHub's side, if this run has one.
+    pub registry: Option<&'a Registry>,
+    /// Server-side dry run.
+    pub dry_run: bool,
+    /// The runner namespace is created by this same run (a dry run cannot create Pods in
+    /// it).
+    pub new_namespace: bool,
+    /// The owning fleet (runner names).
+    pub fleet: &'a str,
+    /// Names of the observed runner Pods: a new runner never reuses one.
+    pub used_names: BTreeSet<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+}
+
+type OpResult = (Action, Target, Result<(), String>);
+
+/// Applies the runner plan's creates and deletes, adding the outcomes to `report`.
+pub async fn apply(
+    client: &kube::Client,
+    plan: &RunnerPlan,
+    s: &RunnerApply<'_>,
+    report: &mut ApplyReport,
+) {
+    // New runners get their names here, avoiding every name seen on the site.
+    let mut used = s.used_names.clone();
+    let mut pending: Vec<BoxFuture<'_, OpResult>> = Vec::new();
+    for op in &plan.ops {
+        match op {
+            RunnerOp::Keep(..) => {}
+            RunnerOp::Create { set, namespace, .. } => {
+                let name =
+                    runners::fresh_name(s.fleet, set, &mut used, &mut runners::random_suffix);
+                pending.push(create_op(client, set, name, namespace, s).boxed());
+            }
+            RunnerOp::Delete { .. } => pending.push(run_op(client, op, s).boxed()),
+        }
+    }
+    let mut results: Vec<OpResult> = futures::stream::iter(pending)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.sort_by(|a, b| a.1.cmp(&b.1));
+    for (action, target, result) in results {
+        match result {
+            Ok(()) => report.applied.push((action, target)),
+            Err(e) => {
+                tracing::warn!(%target, error = %e, "runner pod change failed");
+                report.failed.push((action, target, e));
+            }
+        }
+    }
+}
+
+async fn run_op(client: &kube::Client, op: &RunnerOp, s: &RunnerApply<'_>) -> OpResult {
+    let change = op.change();
+    let result = match op {
+        RunnerOp::Delete {
+            pod, deregister, ..
+        } => delete(client, pod, *deregister, s).await,
+        RunnerOp::Create { .. } | RunnerOp::Keep(..) => Ok(()),
+    };
+    (change.action, change.target, result)
+}
+
+/// A create, reported under the new Pod's real name.
+async fn create_op(
+    client: &kube::Client,
+    set: &str,
+    name: String,
+    namespace: &str,
+    s: &RunnerApply<'_>,
+) -> OpResult {
+    let result = create(client, set, &name, namespace, s).await;
+    let target = Target {
+        kind: runners::TARGET_KIND.into(),
+        namespace: Some(namespace.to_string()),
+        name,
+    };
+    (Action::Create, target, result)
+}
+
+fn pods(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &kinds::POD.api_resource())
+}
+
+async fn create(
+    client: &kube::Client,
+    set: &str,
+    name: &str,
+    namespace: &str,
+    s: &RunnerApply<'_>,
+) -> Result<(), String> {
+    let Some(pod) = runners::pod_object(s.rendered, set, name) else {
+        return Err(format!(
+            "runner set {set} has no PodTemplate on this site; not created"
+        ));
+    };
+    let pod: DynamicObject =
+        serde_json::from_value(pod).map_err(|e| format!("building the Pod: {e}"))?;
+    let api = pods(client, namespace);
+    let params = PostParams {
+        dry_run: s.dry_run,
+        field_manager: Some(FIELD_MANAGER.to_string()),
+    };
+    if s.dry_run && s.new_namespace {
+        return Err(format!(
+            "skipped in dry run: namespace {namespace} does not exist yet (it would be created first)"
+        ));
+    }
+    if s.dry_run {
+        // No JIT config in a dry run: minting one registers a runner at GitHub.
+        return client::call(format!("creating Pod {name}"), s.timeout, s.retry, || {
+            api.create(&params, &pod)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    }
+    let Some(registry) = s.registry else {
+        return Err("no runner registry: a runner Pod needs a just-in-time config from GitHub, which only `drover serve` (with its GitHub connection) mints; not created".into());
+    };
+    let jit = registry
+        .0
+        .jit_config(set, name)
+        .await
+        .map_err(|e| format!("minting a JIT config for runner {name}: {e}"))?;
+    let created = match client::call(format!("creating Pod {name}"), s.timeout, s.retry, || {
+        api.create(&params, &pod)
+    })
+    .await
+    {
+        Ok(created) => created,
+        Err(e) => {
+            let undo = undo_registration(registry, set, name).await;
+            return Err(format!("{e}{undo}"));
+        }
+    };
+    let uid = created.metadata.uid.clone().unwrap_or_default();
+    let pod_value = serde_json::to_value(&created).unwrap_or(Value::Null);
+    let secret = runners::secret_object(&pod_value, &uid, jit.expose());
+    let secret: DynamicObject =
+        serde_json::from_value(secret).map_err(|_| "building the Secret failed".to_string())?;
+    let secrets: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &kinds::SECRET.api_resource());
+    let written = client::call(
+        format!("creating Secret {namespace}/{name}"),
+        s.timeout,
+        s.retry,
+        || secrets.create(&params, &secret),
+    )
+    .await;
+    drop(secret);
+    if let Err(e) = written {
+        let message = e.to_string().replace(jit.expose(), "<redacted>");
+        // The Pod cannot start without its config: take it and the registration back.
+        let deleted = pods(client, namespace)
+            .delete(
+                name,
+                &DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                },
+            )
+            .await;
+        let pod_note = match deleted {
+            Ok(_) => "; the Pod was deleted".to_string(),
+            Err(e) => format!(
+                "; deleting the Pod failed too ({}): it cannot start and is replaced after the start deadline",
+                client::describe(&e)
+            ),
+        };
+        let undo = undo_registration(registry, set, name).await;
+        return Err(format!("{message}{pod_note}{undo}"));
+    }
+    Ok(())
+}
+
+/// Removes a registration made for a runner that will not run; the note for the error.
+async fn undo_registration(registry: &Registry, set: &str, name: &str) -> String {
+    match registry.0.deregister(set, name).await {
+        Ok(_) => "; its GitHub registration was removed".to_string(),
+        Err(e) => format!("; removing its GitHub registration failed: {e}"),
+    }
+}
+
+async fn delete(
+    client: &kube::Client,
+    pod: &RunnerPod,
+    deregister: bool,
+    s: &RunnerApply<'_>,
+) -> Result<(), String> {
+    let mut deregistered = false;
+    if deregister
+        && !s.dry_run
+        && let Some(registry) = s.registry
+    {
+        match registry.0.deregister(&pod.set, &pod.name).await {
+            Ok(Removal::Removed | Removal::NotRegistered) => deregistered = true,
+            Ok(Removal::Busy) => {
+                return Err(format!(
+                    "kept: runner {} took a job (GitHub refuses to remove a busy runner); it is never killed",
+                    pod.name
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "kept: removing runner {} from GitHub failed: {e}",
+                    pod.name
+                ));
+            }
+        }
+    }
+    // A deregistered runner can take no job whatever its Pod does now (its process exits
+    // when it finds itself removed, which changes the Pod's status): only the uid must
+    // match. Otherwise the Pod must be as observed, so that e.g. a Pending Pod that
+    // started in the meantime is not deleted.
+    let params = DeleteParams {
+        dry_run: s.dry_run,
+        preconditions: Some(Preconditions {
+            uid: Some(pod.uid.clone()),
+            resource_version: (!deregistered).then(|| pod.resource_version.clone()),
+        }),
+        ..DeleteParams::default()
+    };
+    let api = pods(client, &pod.namespace);
+    let result = client::call(
+        format!("deleting Pod {}/{}", pod.namespace, pod.name),
+        s.timeout,
+        s.retry,
+        || api.delete(&pod.name, &params),
+    )
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(Error::Request {
+            code: Some(404), ..
+        }) => Ok(()),
+        Err(Error::Request {
+            code: Some(409),
+            detail,
+            ..
+        }) => Err(format!(
+            "not deleted: the Pod changed since it was planned ({detail}); the next run re-evaluates it"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
