@@ -65,7 +65,7 @@ async fn main() {
              apiVersion: drover.dev/v1alpha1\nkind: SecretRef\nmetadata: {{name: gh}}\nspec: {{file: {{path: \"{}/gh.token\"}}}}\n---\n\
              apiVersion: drover.dev/v1alpha1\nkind: Site\nmetadata: {{name: lab}}\nspec: {{kubernetes: {{context: bench}}}}\n---\n\
              apiVersion: drover.dev/v1alpha1\nkind: NodePool\nmetadata: {{name: cpu}}\nspec: {{site: lab}}\n---\n\
-             apiVersion: drover.dev/v1alpha1\nkind: RunnerSet\nmetadata: {{name: cpu}}\nspec:\n  github: {{org: acme}}\n  labels: [bench]\n  pool: cpu\n  max: 200\n",
+             apiVersion: drover.dev/v1alpha1\nkind: RunnerSet\nmetadata: {{name: cpu}}\nspec:\n  github: {{org: acme}}\n  labels: [bench]\n  pool: cpu\n  max: 200\n  image: runner:1\n",
             emu.url,
             dir.path().display()
         ),
@@ -108,7 +108,9 @@ async fn main() {
     let hour_sent = per(poll_sent) * polls_per_hour + per(refresh_sent) * refreshes_per_hour;
     let hour_charged =
         per(poll_charged) * polls_per_hour + per(refresh_charged) * refreshes_per_hour;
-    println!("autoscaler polling, {REPOS} repositories, steady state ({CYCLES} cycles after warm-up)");
+    println!(
+        "autoscaler polling, {REPOS} repositories, steady state ({CYCLES} cycles after warm-up)"
+    );
     println!("  warm-up cycle: {sent0} requests, {charged0} charged");
     println!(
         "  per poll of queued jobs: {:.1} requests, {:.2} charged",

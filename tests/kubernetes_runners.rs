@@ -134,7 +134,7 @@ impl Env {
             desired_runners: [("small".to_string(), desired)].into(),
             apply,
             registry: registry.then(|| Registry(self.registry.clone())),
-            runners_only: false,
+            ..RunOptions::default()
         }
     }
 

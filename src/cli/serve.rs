@@ -107,11 +107,6 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Box<dyn FleetSour
         trigger_token,
         run_options: RunOptions {
             kubeconfig: kubeconfig.clone(),
-            runner_start_deadline: file
-                .autoscale
-                .as_ref()
-                .and_then(|a| a.runner_start_timeout_seconds)
-                .map(|s| Duration::from_secs(s.max(1))),
             ..RunOptions::default()
         },
         autoscale: file.autoscale.as_ref().map(|a| a.settings()),

@@ -68,8 +68,6 @@ pub struct AutoscaleFile {
     pub poll_interval_seconds: Option<u64>,
     /// Seconds between reads of GitHub's runner list [default: 15].
     pub refresh_interval_seconds: Option<u64>,
-    /// Seconds a new runner may take to come online before it is replaced [default: 600].
-    pub runner_start_timeout_seconds: Option<u64>,
     /// Seconds a registered runner may be offline with no pod or job before it is
     /// deregistered [default: 120].
     pub orphan_grace_seconds: Option<u64>,

@@ -79,11 +79,19 @@ impl SiteContext<'_> {
         })
     }
 
-    /// How long a new runner may take to come online before it is replaced.
+    /// How long a new runner may take to come online before it is replaced: the run's
+    /// override, else the Fleet's `reconcile.runnerStartTimeoutSeconds` (600 s default).
     pub fn runner_start_deadline(&self) -> std::time::Duration {
-        self.options
-            .runner_start_deadline
-            .unwrap_or(DEFAULT_RUNNER_START_DEADLINE)
+        self.options.runner_start_deadline.unwrap_or_else(|| {
+            self.repo
+                .fleet
+                .as_ref()
+                .map_or(DEFAULT_RUNNER_START_DEADLINE, |f| {
+                    std::time::Duration::from_secs(
+                        f.value.spec.reconcile.runner_start_timeout_seconds,
+                    )
+                })
+        })
     }
 
     /// The mass-prune threshold in percent.
@@ -110,8 +118,7 @@ pub struct RunOptions {
     /// Plan and apply runners only (runner Pods, Slurm runner jobs), not the site's other
     /// objects: the autoscaler's fast path between full reconciles.
     pub runners_only: bool,
-    /// How long a new runner may take to come online before it is replaced;
-    /// [`DEFAULT_RUNNER_START_DEADLINE`] when unset.
+    /// Overrides the Fleet's `reconcile.runnerStartTimeoutSeconds` (tests, benchmarks).
     pub runner_start_deadline: Option<std::time::Duration>,
     /// Why each runner set has its desired count (the autoscaler's explanation), added to
     /// the reasons of scale-up and scale-down changes in plans.

@@ -58,14 +58,9 @@ struct Prepared {
     client: kube::Client,
 }
 
-/// The Fleet's runner start deadline in seconds.
+/// The runner start deadline in seconds (the Fleet's, unless the run overrides it).
 fn start_timeout_secs(ctx: &SiteContext<'_>) -> u64 {
-    ctx.repo
-        .fleet
-        .as_ref()
-        .map_or(runners::DEFAULT_START_TIMEOUT_SECS, |f| {
-            f.value.spec.reconcile.runner_start_timeout_seconds
-        })
+    ctx.runner_start_deadline().as_secs()
 }
 
 /// The declared `engine: drover` runner sets of the site, with their desired counts.
@@ -163,6 +158,11 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
     };
     plan.changes.extend(runner_plan.changes());
     plan.findings.extend(runner_plan.findings.iter().cloned());
+    plan.live_runners = pods
+        .iter()
+        .filter(|p| matches!(p.phase, runners::Phase::Pending | runners::Phase::Running))
+        .map(|p| p.name.clone())
+        .collect();
     Ok(Prepared {
         plan,
         planned,

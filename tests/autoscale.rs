@@ -1,7 +1,9 @@
-//! Autoscaling on the real Slurm test bed: `drover serve` with autoscaling on, the GitHub
-//! API emulator (every request and response checked against GitHub's OpenAPI
-//! description), and the stand-in runner (`fake_runner`) started by real Slurm jobs that
-//! fetch their JIT config from drover's `/jit` endpoint with their one-time credential.
+//! Autoscaling end to end: `drover serve` with autoscaling on, the GitHub API emulator
+//! (every request and response checked against GitHub's OpenAPI description), the real
+//! Slurm test bed and the Kubernetes API emulator. The stand-in runner (`fake_runner`) is
+//! started by real Slurm jobs that fetch their JIT config from drover's `/jit` endpoint
+//! with their one-time credential, and by a test kubelet for runner Pods (with the JIT
+//! config from the Pod's own Secret).
 //!
 //! Needs `scripts/slurm-testbed.sh up` and its environment (`scripts/test.sh` does both);
 //! missing variables fail the tests.
@@ -20,6 +22,8 @@ use drover::sites::slurm::{JobState, SlurmDriver};
 use serve_support::{HOOK_SECRET, Running};
 use support::github_emulator::objects::JobStatus;
 use support::github_emulator::{Config, GithubEmulator};
+use support::kube_emulator::{KubeEmulator, NodeBuilder};
+use support::kubelet::Kubelet;
 
 const PAT: &str = "ghp_autoscale_test_token";
 const LONG: Duration = Duration::from_secs(120);
@@ -61,6 +65,8 @@ fn set_mode(path: &Path, mode: u32) {
 #[derive(Clone)]
 struct SetDef {
     name: &'static str,
+    /// `bed` (the real Slurm) or `lab` (the Kubernetes emulator).
+    site: &'static str,
     /// Labels besides `self-hosted`; `{fleet}` is replaced by the fleet name.
     labels: &'static [&'static str],
     pool: &'static str,
@@ -74,6 +80,7 @@ struct SetDef {
 const fn cpu_set(max: u32) -> SetDef {
     SetDef {
         name: "slurmcpu",
+        site: "bed",
         labels: &["cpu-{fleet}"],
         pool: "cpu",
         min: 0,
@@ -94,9 +101,78 @@ struct World {
     _scratch: tempfile::TempDir,
     emu: GithubEmulator,
     slurm: RestDriver,
+    kube: Option<Kube>,
+}
+
+/// The Kubernetes site: the API emulator, its kubeconfig and a kubelet running runners.
+struct Kube {
+    emu: KubeEmulator,
+    kubeconfig: PathBuf,
+    _kubelet: Kubelet,
+}
+
+const KUBE_SITE: &str = r#"---
+apiVersion: drover.dev/v1alpha1
+kind: Site
+metadata: {name: lab}
+spec:
+  kubernetes: {context: lab-ctx, namespace: runners}
+  timeoutSeconds: 10
+---
+apiVersion: drover.dev/v1alpha1
+kind: NodePool
+metadata: {name: k8s}
+spec:
+  site: lab
+  kubernetes: {nodeSelector: {pool: cpu}}
+"#;
+
+impl Kube {
+    async fn start(dir: &Path) -> Kube {
+        let emu = KubeEmulator::start().await;
+        emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, emu.kubeconfig_yaml("lab-ctx")).unwrap();
+        let kubelet = Kubelet::start(
+            emu.client().await,
+            fake_runner(),
+            ["--work-ms", "300", "--wait-secs", "60"]
+                .map(String::from)
+                .to_vec(),
+        );
+        Kube {
+            emu,
+            kubeconfig,
+            _kubelet: kubelet,
+        }
+    }
+
+    /// Runner Pods of a set that are not finished.
+    fn live_pods(&self, set: &str) -> usize {
+        self.emu
+            .list_objects("v1", "Pod", Some("runners"))
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["drover.dev/runner-set"] == set)
+            .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .count()
+    }
 }
 
 fn set_yaml(def: &SetDef, fleet: &str, runner_dir: &Path) -> String {
+    if def.site == "lab" {
+        let labels: Vec<String> = def
+            .labels
+            .iter()
+            .map(|l| l.replace("{fleet}", fleet))
+            .collect();
+        return format!(
+            "---\napiVersion: drover.dev/v1alpha1\nkind: RunnerSet\nmetadata: {{name: {}}}\nspec:\n  github: {{org: acme}}\n  labels: [{}]\n  pool: k8s\n  min: {}\n  max: {}\n  resources: {{cpu: \"1\", memory: 1Gi}}\n  image: ghcr.io/actions/actions-runner:2.321.0\n",
+            def.name,
+            labels.join(", "),
+            def.min,
+            def.max
+        );
+    }
     let labels: Vec<String> = def
         .labels
         .iter()
@@ -214,6 +290,12 @@ spec:
             user = var("DROVER_SLURM_USER"),
             scratch = scratch.path().display(),
         );
+        let kube = if sets.iter().any(|d| d.site == "lab") {
+            yaml.push_str(KUBE_SITE);
+            Some(Kube::start(dir.path()).await)
+        } else {
+            None
+        };
         for def in sets {
             yaml.push_str(&set_yaml(def, &fleet, runner_dir.path()));
         }
@@ -234,6 +316,7 @@ spec:
             _scratch: scratch,
             emu,
             slurm,
+            kube,
         }
     }
 
@@ -276,7 +359,10 @@ spec:
     async fn serve(&self, poll: Duration, repositories: &[&str]) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = serve_support::config(RunOptions::default());
+        let mut config = serve_support::config(RunOptions {
+            kubeconfig: self.kube.as_ref().map(|k| k.kubeconfig.clone()),
+            ..RunOptions::default()
+        });
         config.autoscale = Some(Settings {
             jit_url: Some(format!("{base}/jit")),
             repositories: repositories.iter().map(|r| r.to_string()).collect(),
@@ -678,6 +764,102 @@ async fn a_restart_during_a_burst_creates_no_duplicates() {
     runners.sort();
     runners.dedup();
     assert_eq!(runners.len(), jobs.len(), "one runner per job: {runners:?}");
+    world.emu.assert_conformant();
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_jobs_across_three_label_sets_on_kubernetes_and_slurm() {
+    let small = SetDef {
+        name: "small",
+        site: "lab",
+        labels: &["small-{fleet}"],
+        ..cpu_set(6)
+    };
+    let big = SetDef {
+        name: "big",
+        site: "lab",
+        labels: &["small-{fleet}", "big-{fleet}"],
+        ..cpu_set(3)
+    };
+    let hpc = SetDef {
+        name: "hpc",
+        labels: &["hpc-{fleet}"],
+        ..cpu_set(4)
+    };
+    let world = World::with(&[small, big, hpc]).await;
+    let svc = world.serve(Duration::from_secs(3600), &[]).await;
+    let hook = format!("{}/webhook", svc.base);
+    world.emu.set_webhook(&hook, HOOK_SECRET);
+    let mut jobs: Vec<(u64, &str)> = Vec::new();
+    for i in 0..50 {
+        let (labels, kind): (&[&str], &str) = match i % 10 {
+            0..=3 => (&["small-{fleet}"], "small"),
+            4..=6 => (&["small-{fleet}", "big-{fleet}"], "big"),
+            _ => (&["hpc-{fleet}"], "hpc"),
+        };
+        jobs.push((world.queue(Some(&hook), "acme/app", labels).await, kind));
+    }
+    let kube = world.kube.as_ref().unwrap();
+    let ids: Vec<u64> = jobs.iter().map(|(id, _)| *id).collect();
+    let started = Instant::now();
+    let mut peaks = [0usize; 3];
+    while world.completed(&ids) < ids.len() {
+        let live = [
+            kube.live_pods("small"),
+            kube.live_pods("big"),
+            world.live_jobs_of("hpc-").await.len(),
+        ];
+        for (i, (n, max)) in live.iter().zip([6, 3, 4]).enumerate() {
+            assert!(*n <= max, "set {i}: {n} live runners, above max {max}");
+            peaks[i] = peaks[i].max(*n);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "only {} of 50 jobs completed",
+            world.completed(&ids)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        peaks.iter().all(|p| *p > 0),
+        "every set ran runners: {peaks:?}"
+    );
+    for (id, kind) in &jobs {
+        let runner = runner_of(&world, *id);
+        let ok = match *kind {
+            // A one-label job may be taken by either Kubernetes set (both have the label).
+            "small" => {
+                runner.starts_with(&format!("drover-{}-small-", world.fleet))
+                    || runner.starts_with(&format!("drover-{}-big-", world.fleet))
+            }
+            "big" => runner.starts_with(&format!("drover-{}-big-", world.fleet)),
+            _ => runner.starts_with(&format!("drover-{}-hpc-j", world.fleet)),
+        };
+        assert!(ok, "job {id} ({kind}) ran on {runner}");
+    }
+    // Completed jobs: runners gone, Pods and jobs cleaned up.
+    let started = Instant::now();
+    while kube.live_pods("small") + kube.live_pods("big") > 0
+        || !world.live_jobs().await.is_empty()
+        || !world.emu.runners().is_empty()
+        || !kube
+            .emu
+            .list_objects("v1", "Pod", Some("runners"))
+            .is_empty()
+    {
+        assert!(
+            started.elapsed() < LONG,
+            "runners, Pods or jobs left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        kube.emu
+            .list_objects("v1", "Secret", Some("runners"))
+            .is_empty(),
+        "every JIT Secret went with its Pod"
+    );
     world.emu.assert_conformant();
     svc.shutdown().await;
 }
