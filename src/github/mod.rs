@@ -12,6 +12,7 @@
 pub mod api;
 pub mod client;
 pub mod error;
+pub mod pulls;
 
 pub use api::{JitConfig, JitRequest, QueuedJob, Runner, RunnerGroup, Scope};
 pub use client::{Auth, GithubClient, RateLimit, RetryPolicy, api_root};
