@@ -4,6 +4,7 @@ mod apply;
 mod drift;
 mod fleet_arg;
 mod plan;
+mod pr_plan;
 mod reconcile;
 mod render;
 mod schema;

@@ -106,7 +106,8 @@ fn fence(body: &str) -> String {
 fn mode_cell(mode: Option<&SiteMode>) -> &'static str {
     match mode {
         Some(SiteMode::Live) => "live state",
-        Some(SiteMode::Offline(_)) | None => "base branch (offline)",
+        Some(SiteMode::Offline(_)) => "base branch (offline)",
+        None => "—",
     }
 }
 
@@ -146,22 +147,27 @@ pub fn markdown(report: &Report<'_>) -> String {
     if let Some(note) = report.note {
         let _ = writeln!(out, "> [!NOTE]\n> {}\n", escape(note));
     }
-    let offline: Vec<String> = report
-        .modes
-        .iter()
-        .filter_map(|(site, m)| match m {
-            SiteMode::Offline(why) => Some(format!("`{}` ({})", escape(site), escape(why))),
-            SiteMode::Live => None,
-        })
-        .collect();
+    // Sites planned offline, grouped by why.
+    let mut offline: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (site, m) in report.modes {
+        if let SiteMode::Offline(why) = m {
+            offline
+                .entry(why.as_str())
+                .or_default()
+                .push(format!("`{}`", escape(site)));
+        }
+    }
     if !offline.is_empty() {
         let _ = writeln!(
             out,
-            "> [!IMPORTANT]\n> **Offline plan** for {}: no site was contacted. This is the pull \
-             request's desired state compared with the base branch's, not with what runs on \
-             the site; drift and site findings do not show.\n",
-            offline.join(", ")
+            "> [!IMPORTANT]\n> **Offline plan**: no site was contacted for the sites below. They \
+             show the pull request's desired state compared with the base branch's, not with \
+             what runs on the site; drift and site findings do not show.\n>"
         );
+        for (why, sites) in &offline {
+            let _ = writeln!(out, "> - {}: {}", sites.join(", "), escape(why));
+        }
+        out.push('\n');
     }
     let _ = writeln!(
         out,

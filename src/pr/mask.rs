@@ -40,6 +40,10 @@ static NAME_LINE: LazyLock<Regex> = LazyLock::new(|| {
 /// `value: X`.
 static VALUE_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?P<pre>.*?)(?P<key>value): (?P<value>.+)$").expect("valid"));
+/// `ENV_NAME: X` (an environment map, as Slurm job specs show it).
+static ENV_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^(?P<pre>.*?)(?P<key>"?[A-Z][A-Z0-9_]*"?): (?P<value>.+)$"#).expect("valid")
+});
 /// Environment variable names that hold credentials.
 static CREDENTIAL_NAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(passw(or)?d|passwd|secret|token|credential|api[_-]?key|private[_-]?key|access[_-]?key|auth)")
@@ -145,6 +149,16 @@ fn mask_named_values(text: &str) -> String {
                 continue;
             }
         }
+        if let Some(c) = ENV_LINE.captures(body) {
+            let key = c.name("key").expect("group");
+            let value = c["value"].trim_start_matches('"');
+            if is_credential_name(key.as_str()) && !value.starts_with('<') {
+                out.push_str(&body[..key.end()]);
+                out.push_str(&format!(": \"{MASK}\""));
+                out.push_str(ending);
+                continue;
+            }
+        }
         out.push_str(line);
     }
     out
@@ -181,5 +195,9 @@ mod tests {
         // Text plan output indents the diff by six spaces.
         let text = "      +  - name: API_TOKEN\n      +    value: abc\n";
         assert!(!Masker::new().text(text).contains("abc"));
+        let env_map = "+    environment:\n+      DB_PASSWORD: hunter2\n+      GITHUB_TOKEN: <secret from SecretRef gh>\n+      LEVEL: debug\n";
+        let out = Masker::new().text(env_map);
+        assert!(!out.contains("hunter2") && out.contains("<secret from SecretRef gh>"), "{out}");
+        assert!(out.contains("LEVEL: debug"), "{out}");
     }
 }

@@ -343,16 +343,24 @@ mod tests {
         assert_eq!(eks.context.as_deref(), Some("eks-prod"));
         let jwt = &merged.secrets["hpc-slurm-jwt"].value.spec.file.as_ref().unwrap().path;
         assert_eq!(jwt, "/var/run/secrets/drover/hpc-slurm.jwt");
-        assert!(trusted.contains("eks-prod") && trusted.contains("hpc-slurm"));
+        assert!(trusted.contains("eks-prod") && trusted.contains("hpc"));
     }
 
     #[test]
     fn the_offline_plan_diffs_the_pr_against_the_base() {
         let base = load(|s| s.to_string());
-        let pr = load(|s| s.replace("max: 20", "max: 21"));
         let unchanged = offline_site(&base, &base, "eks-prod");
         assert!(!unchanged.has_changes(), "{unchanged:?}");
         assert!(unchanged.counts().unchanged > 0);
-        let _ = pr;
+        let pr = load(|s| s.replace("max: 20", "max: 21"));
+        let plan = offline_site(&pr, &base, "eks-prod");
+        assert_eq!(plan.counts().update, 1, "{plan:?}");
+        let diff = plan.changes.iter().find_map(|c| c.diff.clone()).unwrap();
+        assert!(diff.starts_with("--- base\n+++ pull request\n"), "{diff}");
+        assert!(diff.contains("+    pods: \"21\""), "{diff}");
+        // A site the base does not have is all creates; one the PR drops is reported.
+        let new = offline_site(&pr, &FleetRepo::default(), "hpc");
+        assert!(new.changes.iter().all(|c| c.action == Action::Create), "{new:?}");
+        assert_eq!(removed_site(&base, "hpc").findings[0].code, "site-removed");
     }
 }
