@@ -74,6 +74,9 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
         .clone()
         .or_else(|| env("GITHUB_API_URL"))
         .unwrap_or_else(|| "https://api.github.com".into());
+    let rt = runtime()?;
+    // octocrab's client must be built inside a runtime.
+    let _runtime = rt.enter();
     let client = match &token {
         Some(t) => Some(GithubClient::new(
             &api,
@@ -82,7 +85,6 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
         )?),
         None => None,
     };
-    let rt = runtime()?;
     let context = match rt.block_on(pr_context(opts, client.as_ref())) {
         Ok(c) => c,
         Err(e) => {
