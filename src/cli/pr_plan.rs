@@ -106,7 +106,11 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
         shown.file = prefix.join(&d.file);
         eprintln!("{}", masker.text(&shown.to_string()));
     }
-    let fleet_path = prefix.display().to_string();
+    let fleet_path = if prefix.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        prefix.display().to_string()
+    };
     let mut modes = BTreeMap::new();
     let mut note = None;
     let plan = if validation.is_valid() {

@@ -186,18 +186,23 @@ pub fn workflow_command(a: &Annotation) -> String {
     )
 }
 
-/// The fleet directory relative to the repository root: the root is
-/// `$GITHUB_WORKSPACE` when the directory is inside it, else the nearest ancestor with a
-/// `.git`, else the current directory.
+/// The fleet directory relative to the repository root: the root is the nearest ancestor
+/// with a `.git` (a checkout into a sub-path of the workspace is its own root), else
+/// `$GITHUB_WORKSPACE` when the directory is inside it, else the current directory.
 pub fn repo_relative(dir: &Path) -> PathBuf {
     let Ok(abs) = dir.canonicalize() else {
         return dir.to_path_buf();
     };
-    let workspace = std::env::var_os("GITHUB_WORKSPACE")
-        .and_then(|w| PathBuf::from(w).canonicalize().ok())
-        .filter(|w| abs.starts_with(w));
-    let root = workspace
-        .or_else(|| abs.ancestors().find(|a| a.join(".git").exists()).map(Path::to_path_buf))
+    let workspace = || {
+        std::env::var_os("GITHUB_WORKSPACE")
+            .and_then(|w| PathBuf::from(w).canonicalize().ok())
+            .filter(|w| abs.starts_with(w))
+    };
+    let root = abs
+        .ancestors()
+        .find(|a| a.join(".git").exists())
+        .map(Path::to_path_buf)
+        .or_else(workspace)
         .or_else(|| std::env::current_dir().ok()?.canonicalize().ok())
         .filter(|r| abs.starts_with(r));
     match root {
