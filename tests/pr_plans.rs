@@ -102,8 +102,9 @@ impl Run {
     }
 }
 
-/// Runs `drover plan <pr/fleet> --pr --base-dir <base/fleet> extra…` as a GitHub Actions
-/// step would, in a clean environment.
+/// Runs `drover plan <pr/fleet> --base-dir <base/fleet> --pr extra…` as a GitHub Actions
+/// step would, in a clean environment (`--pr` is left out when `extra` has it; an empty
+/// value in `env` unsets a variable).
 async fn plan_pr(
     co: &Checkout,
     emu: &GithubEmulator,
@@ -115,10 +116,12 @@ async fn plan_pr(
     let mut args = vec![
         "plan".to_string(),
         co.path("pr/fleet").display().to_string(),
-        "--pr".into(),
         "--base-dir".into(),
         co.path("base/fleet").display().to_string(),
     ];
+    if !extra.contains(&"--pr") {
+        args.push("--pr".into());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut vars: Vec<(String, String)> = vec![
         ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
@@ -407,6 +410,41 @@ async fn secrets_in_a_changed_object_are_masked_in_every_output() {
     for text in [body, format!("{:?}", check.annotations), run.summary.clone(), run.stdout(), run.stderr()] {
         assert!(!text.contains(&token) && !text.contains("Zq8sK2mX"), "{text}");
     }
+    emu.assert_conformant();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_actions_the_pr_is_read_from_github_and_a_status_replaces_a_refused_check_run() {
+    let emu = emulator().await;
+    emu.add_pull(REPO, 40, SHA2, REPO);
+    // A personal access token may not create check runs (GitHub answers 403).
+    emu.deny_pull_writes(false, true);
+    let co = Checkout::new();
+    co.edit_pr("runners/cpu.yaml", |t| t.replace("max: 20", "max: 21"));
+    let unset = [
+        ("GITHUB_EVENT_PATH", String::new()),
+        ("GITHUB_ACTIONS", String::new()),
+        ("GITHUB_SHA", String::new()),
+        ("GITHUB_REPOSITORY", String::new()),
+    ];
+    let event = co.path("unused");
+    let run = plan_pr(&co, &emu, &event, &["--pr", "40", "--repo", REPO], &unset).await;
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    let body = &emu.comments(REPO, 40)[0].body;
+    assert!(body.contains("Pull request #40 at `9f8e7d6`"), "{body}");
+    assert!(emu.check_runs().is_empty());
+    let statuses = emu.statuses();
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(statuses[0].sha, SHA2, "the head commit, from GET /pulls/40");
+    assert_eq!(statuses[0].state, "success");
+    assert_eq!(statuses[0].context, "drover plan");
+    assert_eq!(statuses[0].description, "0 to create, 1 to update, 0 to delete");
+    assert!(emu.count("/repos/acme/fleet/pulls/40") >= 1);
+
+    // `--pr` without a number needs the event payload.
+    let run = plan_pr(&co, &emu, &event, &["--pr"], &unset).await;
+    assert_eq!(run.code(), Some(2), "{}", run.stderr());
+    assert!(run.stderr().contains("GITHUB_EVENT_PATH"), "{}", run.stderr());
     emu.assert_conformant();
 }
 
