@@ -129,8 +129,14 @@ async fn plan_pr(
         ("GITHUB_ACTIONS".into(), "true".into()),
         ("GITHUB_EVENT_PATH".into(), event.display().to_string()),
         ("GITHUB_REPOSITORY".into(), REPO.into()),
-        ("GITHUB_SHA".into(), "ffffffffffffffffffffffffffffffffffffffff".into()),
-        ("GITHUB_WORKSPACE".into(), co.path("pr").display().to_string()),
+        (
+            "GITHUB_SHA".into(),
+            "ffffffffffffffffffffffffffffffffffffffff".into(),
+        ),
+        (
+            "GITHUB_WORKSPACE".into(),
+            co.path("pr").display().to_string(),
+        ),
         ("GITHUB_API_URL".into(), emu.url.clone()),
         ("GITHUB_SERVER_URL".into(), "https://github.example".into()),
         ("GITHUB_RUN_ID".into(), "4242".into()),
@@ -192,15 +198,33 @@ async fn first_push_creates_the_comment_and_the_second_edits_it() {
     let ours = comments.iter().find(|c| c.id != other).unwrap();
     assert!(ours.body.starts_with(MARKER), "{}", ours.body);
     assert!(ours.body.contains("at `1a2b3c4`"), "{}", ours.body);
-    assert!(ours.body.contains("| eks-prod | Kubernetes | apply | base branch (offline) | 0 | 1 | 0 |"), "{}", ours.body);
-    assert!(ours.body.contains("<details><summary><code>~ ResourceQuota gha-runners/cpu-medium</code> update</summary>"), "{}", ours.body);
+    assert!(
+        ours.body
+            .contains("| eks-prod | Kubernetes | apply | base branch (offline) | 0 | 1 | 0 |"),
+        "{}",
+        ours.body
+    );
+    assert!(
+        ours.body.contains(
+            "<details><summary><code>~ ResourceQuota gha-runners/cpu-medium</code> update</summary>"
+        ),
+        "{}",
+        ours.body
+    );
     assert!(ours.body.contains("+    pods: \"21\""), "{}", ours.body);
-    assert!(first.summary.contains("## drover plan:"), "{}", first.summary);
+    assert!(
+        first.summary.contains("## drover plan:"),
+        "{}",
+        first.summary
+    );
     let runs = emu.check_runs();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].head_sha, SHA1);
     assert_eq!(runs[0].conclusion.as_deref(), Some("success"));
-    assert_eq!(runs[0].title.as_deref(), Some("0 to create, 1 to update, 0 to delete"));
+    assert_eq!(
+        runs[0].title.as_deref(),
+        Some("0 to create, 1 to update, 0 to delete")
+    );
 
     // The second push: a new head, a different change; the same comment is edited.
     co.edit_pr("runners/cpu.yaml", |t| t.replace("max: 21", "max: 22"));
@@ -210,7 +234,11 @@ async fn first_push_creates_the_comment_and_the_second_edits_it() {
     assert_eq!(comments.len(), 2, "{comments:?}");
     let edited = comments.iter().find(|c| c.id == ours.id).unwrap();
     assert_eq!(edited.edits, 1);
-    assert!(edited.body.contains("at `9f8e7d6`") && edited.body.contains("+    pods: \"22\""), "{}", edited.body);
+    assert!(
+        edited.body.contains("at `9f8e7d6`") && edited.body.contains("+    pods: \"22\""),
+        "{}",
+        edited.body
+    );
     assert_eq!(comments.iter().find(|c| c.id == other).unwrap().edits, 0);
     assert_eq!(emu.check_runs().len(), 2);
     emu.assert_conformant();
@@ -249,11 +277,20 @@ async fn an_oversized_plan_is_truncated_with_a_note() {
         &body[body.len() - 600..]
     );
     // Blocks are closed before the note.
-    assert_eq!(body.matches("<details>").count(), body.matches("</details>").count());
+    assert_eq!(
+        body.matches("<details>").count(),
+        body.matches("</details>").count()
+    );
     let full = co.read("plan.md");
     assert!(full.chars().count() > 65_536, "{}", full.chars().count());
-    assert!(full.contains("bulk-119"), "the artifact holds the whole plan");
-    assert!(run.summary.contains("bulk-119"), "the job summary holds the whole plan");
+    assert!(
+        full.contains("bulk-119"),
+        "the artifact holds the whole plan"
+    );
+    assert!(
+        run.summary.contains("bulk-119"),
+        "the job summary holds the whole plan"
+    );
     let check = &emu.check_runs()[0];
     assert!(check.summary.as_ref().unwrap().chars().count() <= 65_535);
     emu.assert_conformant();
@@ -294,12 +331,18 @@ async fn validation_errors_become_annotations_with_path_and_line() {
     assert_eq!(dangling["start_line"], line_of(&cpu, "pool: eks-cpux"));
     assert_eq!(dangling["end_line"], dangling["start_line"]);
     assert_eq!(dangling["annotation_level"], "failure");
-    assert!(dangling["message"].as_str().unwrap().contains("eks-cpux"), "{dangling}");
+    assert!(
+        dangling["message"].as_str().unwrap().contains("eks-cpux"),
+        "{dangling}"
+    );
     assert_eq!(find("E204")["start_line"], line_of(&cpu, "idleBufer: 2"));
     let body = &emu.comments(REPO, 5)[0].body;
     assert!(body.contains("The fleet is invalid: 57 error(s)"), "{body}");
     assert!(
-        body.contains(&format!("- `fleet/runners/cpu.yaml:{}` **error[E302]**", line_of(&cpu, "pool: eks-cpux"))),
+        body.contains(&format!(
+            "- `fleet/runners/cpu.yaml:{}` **error[E302]**",
+            line_of(&cpu, "pool: eks-cpux")
+        )),
         "{body}"
     );
     emu.assert_conformant();
@@ -315,20 +358,31 @@ async fn a_fork_pr_without_credentials_gets_a_plan_against_the_base_branch() {
     let planted = co.path("planted-token");
     std::fs::write(&planted, "PLANTED-credential-value\n").unwrap();
     co.edit_pr("secrets/github.yaml", |t| {
-        t.replace("/var/run/secrets/drover/hpc-slurm.jwt", planted.to_str().unwrap())
+        t.replace(
+            "/var/run/secrets/drover/hpc-slurm.jwt",
+            planted.to_str().unwrap(),
+        )
     });
-    co.edit_pr("sites/eks-prod.yaml", |t| t.replace("context: eks-prod", "context: attacker"));
+    co.edit_pr("sites/eks-prod.yaml", |t| {
+        t.replace("context: eks-prod", "context: attacker")
+    });
     co.edit_pr("runners/cpu.yaml", |t| t.replace("max: 40", "max: 44"));
     let run = plan_pr(&co, &emu, &co.event(9, SHA1, "someone/fleet"), &[], &[]).await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     let body = &emu.comments(REPO, 9)[0].body;
     assert!(body.contains("**Offline plan**"), "{body}");
-    assert!(body.contains("| hpc | Slurm | apply | base branch (offline) |"), "{body}");
+    assert!(
+        body.contains("| hpc | Slurm | apply | base branch (offline) |"),
+        "{body}"
+    );
     assert!(
         body.contains("/var/run/secrets/drover/hpc-slurm.jwt"),
         "the Slurm token is looked up where the base branch says: {body}"
     );
-    assert!(body.contains("ResourceQuota gha-runners/cpu-small"), "{body}");
+    assert!(
+        body.contains("ResourceQuota gha-runners/cpu-small"),
+        "{body}"
+    );
     for text in [body.as_str(), &run.summary, &run.stdout(), &run.stderr()] {
         assert!(!text.contains("PLANTED"), "{text}");
     }
@@ -337,12 +391,23 @@ async fn a_fork_pr_without_credentials_gets_a_plan_against_the_base_branch() {
     // With the read-only token a fork gets under `pull_request`, nothing can be posted:
     // the plan still lands in the job summary, and the annotations as workflow commands.
     emu.deny_pull_writes(true, true);
-    co.edit_pr("runners/cpu.yaml", |t| t.replace("  pool: eks-cpu\n  min: 2", "  pool: gone\n  min: 2"));
+    co.edit_pr("runners/cpu.yaml", |t| {
+        t.replace("  pool: eks-cpu\n  min: 2", "  pool: gone\n  min: 2")
+    });
     let run = plan_pr(&co, &emu, &co.event(9, SHA2, "someone/fleet"), &[], &[]).await;
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
     assert!(run.stderr().contains("read-only token"), "{}", run.stderr());
-    assert!(run.summary.contains("The fleet is invalid"), "{}", run.summary);
-    assert!(run.stdout().contains("::error file=fleet/runners/cpu.yaml,line="), "{}", run.stdout());
+    assert!(
+        run.summary.contains("The fleet is invalid"),
+        "{}",
+        run.summary
+    );
+    assert!(
+        run.stdout()
+            .contains("::error file=fleet/runners/cpu.yaml,line="),
+        "{}",
+        run.stdout()
+    );
     assert_eq!(emu.comments(REPO, 9)[0].edits, 0);
     emu.assert_conformant();
 }
@@ -367,7 +432,10 @@ async fn secrets_in_a_changed_object_are_masked_in_every_output() {
             "  env:\n    - {name: HF_API_TOKEN, value: hunter2-pw}\n  timeLimitMinutes:",
         )
     });
-    assert!(co.read("pr/fleet/runners/gpu.yaml").contains("HF_API_TOKEN"));
+    assert!(
+        co.read("pr/fleet/runners/gpu.yaml")
+            .contains("HF_API_TOKEN")
+    );
     let artifact = co.path("plan.md");
     let run = plan_pr(
         &co,
@@ -379,14 +447,30 @@ async fn secrets_in_a_changed_object_are_masked_in_every_output() {
     .await;
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     let body = emu.comments(REPO, 21)[0].body.clone();
-    assert!(body.contains("DB_PASSWORD") && body.contains("value: \"<redacted>\""), "{body}");
+    assert!(
+        body.contains("DB_PASSWORD") && body.contains("value: \"<redacted>\""),
+        "{body}"
+    );
     assert!(body.contains("HF_API_TOKEN: \"<redacted>\""), "{body}");
-    assert!(body.contains("value: debug"), "only credentials are masked: {body}");
+    assert!(
+        body.contains("value: debug"),
+        "only credentials are masked: {body}"
+    );
     let check = emu.check_runs()[0].clone();
-    let json_run = plan_pr(&co, &emu, &co.event(21, SHA1, REPO), &["--format", "json"], &[]).await;
+    let json_run = plan_pr(
+        &co,
+        &emu,
+        &co.event(21, SHA1, REPO),
+        &["--format", "json"],
+        &[],
+    )
+    .await;
     let outputs = [
         ("comment", body),
-        ("check run", format!("{:?} {:?}", check.title, check.summary)),
+        (
+            "check run",
+            format!("{:?} {:?}", check.title, check.summary),
+        ),
         ("job summary", run.summary.clone()),
         ("artifact", co.read("plan.md")),
         ("stdout", run.stdout()),
@@ -395,7 +479,10 @@ async fn secrets_in_a_changed_object_are_masked_in_every_output() {
     ];
     for (what, text) in &outputs {
         assert!(!text.is_empty() || *what == "stderr", "{what} is empty");
-        assert!(!text.contains("hunter2"), "{what} shows the secret:\n{text}");
+        assert!(
+            !text.contains("hunter2"),
+            "{what} shows the secret:\n{text}"
+        );
         assert!(!text.contains(PAT), "{what} shows the token");
     }
 
@@ -407,8 +494,17 @@ async fn secrets_in_a_changed_object_are_masked_in_every_output() {
     let body = emu.comments(REPO, 21)[0].body.clone();
     assert!(body.contains("E401"), "{body}");
     let check = emu.check_runs().last().unwrap().clone();
-    for text in [body, format!("{:?}", check.annotations), run.summary.clone(), run.stdout(), run.stderr()] {
-        assert!(!text.contains(&token) && !text.contains("Zq8sK2mX"), "{text}");
+    for text in [
+        body,
+        format!("{:?}", check.annotations),
+        run.summary.clone(),
+        run.stdout(),
+        run.stderr(),
+    ] {
+        assert!(
+            !text.contains(&token) && !text.contains("Zq8sK2mX"),
+            "{text}"
+        );
     }
     emu.assert_conformant();
 }
@@ -438,13 +534,20 @@ async fn outside_actions_the_pr_is_read_from_github_and_a_status_replaces_a_refu
     assert_eq!(statuses[0].sha, SHA2, "the head commit, from GET /pulls/40");
     assert_eq!(statuses[0].state, "success");
     assert_eq!(statuses[0].context, "drover plan");
-    assert_eq!(statuses[0].description, "0 to create, 1 to update, 0 to delete");
+    assert_eq!(
+        statuses[0].description,
+        "0 to create, 1 to update, 0 to delete"
+    );
     assert!(emu.count("/repos/acme/fleet/pulls/40") >= 1);
 
     // `--pr` without a number needs the event payload.
     let run = plan_pr(&co, &emu, &event, &["--pr"], &unset).await;
     assert_eq!(run.code(), Some(2), "{}", run.stderr());
-    assert!(run.stderr().contains("GITHUB_EVENT_PATH"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("GITHUB_EVENT_PATH"),
+        "{}",
+        run.stderr()
+    );
     emu.assert_conformant();
 }
 
@@ -512,13 +615,24 @@ async fn with_credentials_a_pr_is_planned_against_live_state() {
     kube.write_kubeconfig(&kubeconfig).unwrap();
     // The base branch is applied; the live cluster then drifts out of band.
     let applied = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(["apply", co.path("base/fleet").to_str().unwrap(), "--yes", "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .args([
+            "apply",
+            co.path("base/fleet").to_str().unwrap(),
+            "--yes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     // The PR raises max and tries to point the site at another context: the base's is used.
     co.edit_pr("fleet.yaml", |t| {
-        t.replace("max: 4", "max: 6").replace("context: kube-emulator", "context: elsewhere")
+        t.replace("max: 4", "max: 6")
+            .replace("context: kube-emulator", "context: elsewhere")
     });
     let env = [("KUBECONFIG", kubeconfig.display().to_string())];
     let writes_before = kube.write_count();
@@ -526,7 +640,10 @@ async fn with_credentials_a_pr_is_planned_against_live_state() {
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     assert_eq!(kube.write_count(), writes_before, "a PR plan never writes");
     let body = &emu.comments(REPO, 30)[0].body;
-    assert!(body.contains("| emu | Kubernetes | apply | live state | 0 | 1 | 0 |"), "{body}");
+    assert!(
+        body.contains("| emu | Kubernetes | apply | live state | 0 | 1 | 0 |"),
+        "{body}"
+    );
     assert!(!body.contains("Offline plan"), "{body}");
     assert!(body.contains("--- live\n+++ desired"), "{body}");
     assert!(body.contains("+    pods: \"6\""), "{body}");
@@ -550,7 +667,10 @@ fn sample_report_parts() -> (PrContext, Plan, BTreeMap<String, SiteMode>) {
     eks.changes.push(Change {
         action: Action::Update,
         target: target("ResourceQuota", Some("gha-runners"), "cpu-medium"),
-        diff: Some("--- live\n+++ desired\n@@ -1,2 +1,2 @@\n spec:\n-  pods: \"20\"\n+  pods: \"21\"\n".into()),
+        diff: Some(
+            "--- live\n+++ desired\n@@ -1,2 +1,2 @@\n spec:\n-  pods: \"20\"\n+  pods: \"21\"\n"
+                .into(),
+        ),
         reason: None,
     });
     eks.changes.push(Change {
@@ -578,14 +698,25 @@ fn sample_report_parts() -> (PrContext, Plan, BTreeMap<String, SiteMode>) {
         diff: None,
         reason: None,
     });
-    let down = SitePlan::failed("mi300", SiteKind::Kubernetes, SitePolicy::Apply, "connection refused");
+    let down = SitePlan::failed(
+        "mi300",
+        SiteKind::Kubernetes,
+        SitePolicy::Apply,
+        "connection refused",
+    );
     let plan = Plan {
         revision: None,
         sites: vec![eks, hpc, down],
     };
     let modes = BTreeMap::from([
         ("eks-prod".to_string(), SiteMode::Live),
-        ("hpc".to_string(), SiteMode::Offline("no credentials: SecretRef `hpc-slurm-jwt`: environment variable X is not set".into())),
+        (
+            "hpc".to_string(),
+            SiteMode::Offline(
+                "no credentials: SecretRef `hpc-slurm-jwt`: environment variable X is not set"
+                    .into(),
+            ),
+        ),
         ("mi300".to_string(), SiteMode::Live),
     ]);
     (ctx, plan, modes)
@@ -603,7 +734,10 @@ fn snapshot_of_a_plan_comment() {
         note: None,
     };
     let md = comment::markdown(&report);
-    insta::assert_snapshot!("pr_comment_plan", comment::comment_body(&md, "the job summary"));
+    insta::assert_snapshot!(
+        "pr_comment_plan",
+        comment::comment_body(&md, "the job summary")
+    );
 }
 
 #[test]

@@ -55,7 +55,9 @@ fn assert_flags_exist(commands: &[Vec<String>]) {
         for flag in cmd.iter().filter(|a| a.starts_with("--")) {
             let flag = flag.split('=').next().unwrap();
             assert!(
-                text.contains(&format!("{flag} ")) || text.contains(&format!("{flag}\n")) || text.contains(&format!("{flag}[")),
+                text.contains(&format!("{flag} "))
+                    || text.contains(&format!("{flag}\n"))
+                    || text.contains(&format!("{flag}[")),
                 "`{}`: drover {} has no flag {flag}",
                 cmd.join(" "),
                 cmd[1]
@@ -68,7 +70,10 @@ fn assert_flags_exist(commands: &[Vec<String>]) {
 fn the_plan_workflow_runs_on_pull_requests_with_least_privilege() {
     let wf = workflow("plan.yml");
     assert!(wf["on"]["pull_request"].is_object(), "{}", wf["on"]);
-    assert!(wf["on"].get("pull_request_target").is_none(), "never pull_request_target");
+    assert!(
+        wf["on"].get("pull_request_target").is_none(),
+        "never pull_request_target"
+    );
     let perms: BTreeSet<(String, String)> = wf["permissions"]
         .as_object()
         .unwrap()
@@ -89,22 +94,40 @@ fn the_plan_workflow_runs_on_pull_requests_with_least_privilege() {
     let steps = steps(&wf);
     let checkouts: Vec<&Value> = steps
         .iter()
-        .filter(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/checkout@")))
+        .filter(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/checkout@"))
+        })
         .collect();
     assert!(
-        checkouts.iter().any(|s| s["with"]["path"] == "base"
-            && s["with"]["ref"] == "${{ github.base_ref }}"),
+        checkouts
+            .iter()
+            .any(|s| s["with"]["path"] == "base" && s["with"]["ref"] == "${{ github.base_ref }}"),
         "the base branch is checked out to base/"
     );
-    assert!(checkouts.iter().all(|s| s["with"]["persist-credentials"] == false));
+    assert!(
+        checkouts
+            .iter()
+            .all(|s| s["with"]["persist-credentials"] == false)
+    );
 
     let commands = drover_commands(&wf);
     assert!(commands.iter().any(|c| c[1] == "validate"), "{commands:?}");
-    let plan = commands.iter().find(|c| c[1] == "plan").expect("a plan step");
+    let plan = commands
+        .iter()
+        .find(|c| c[1] == "plan")
+        .expect("a plan step");
     assert!(plan.contains(&"--pr".to_string()));
-    let base = plan.iter().position(|a| a == "--base-dir").expect("--base-dir");
+    let base = plan
+        .iter()
+        .position(|a| a == "--base-dir")
+        .expect("--base-dir");
     assert_eq!(plan[base + 1], "base");
-    assert!(!commands.iter().any(|c| c[1] == "apply"), "a pull request never applies");
+    assert!(
+        !commands.iter().any(|c| c[1] == "apply"),
+        "a pull request never applies"
+    );
     assert_flags_exist(&commands);
 }
 
@@ -117,7 +140,10 @@ fn the_apply_workflow_applies_main_only() {
     assert_eq!(wf["permissions"]["contents"], "read");
     assert_eq!(wf["concurrency"]["cancel-in-progress"], false);
     let commands = drover_commands(&wf);
-    let apply = commands.iter().find(|c| c[1] == "apply").expect("an apply step");
+    let apply = commands
+        .iter()
+        .find(|c| c[1] == "apply")
+        .expect("an apply step");
     assert!(apply.contains(&"--yes".to_string()));
     assert!(commands.iter().any(|c| c[1] == "validate"));
     assert_flags_exist(&commands);

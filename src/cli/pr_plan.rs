@@ -120,7 +120,9 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
             && !validation.repo.sites.contains_key(s)
             && !base.sites.contains_key(s)
         {
-            eprintln!("error: site `{s}` is declared neither in the pull request nor on the base branch");
+            eprintln!(
+                "error: site `{s}` is declared neither in the pull request nor on the base branch"
+            );
             return Ok(Exit::Usage);
         }
         let options = args.fleet.run_options();
@@ -180,7 +182,12 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
             let check = CheckRun {
                 name: CHECK_NAME.into(),
                 head_sha: context.head_sha.clone().unwrap_or_default(),
-                conclusion: if report.failed() { "failure" } else { "success" }.into(),
+                conclusion: if report.failed() {
+                    "failure"
+                } else {
+                    "success"
+                }
+                .into(),
                 title: masker.text(&report.title()),
                 summary: comment::truncate(
                     &markdown,
@@ -189,12 +196,23 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
                 ),
                 annotations: annotations.clone(),
             };
-            ok = rt.block_on(publish(client, &context, &body, &check, &annotations, &masker));
+            ok = rt.block_on(publish(
+                client,
+                &context,
+                &body,
+                &check,
+                &annotations,
+                &masker,
+            ));
         }
         None => {
             eprintln!(
                 "warning: GITHUB_TOKEN is not set: no comment and no check run; the plan is printed{}",
-                if step_summary.is_some() { " and in the job summary" } else { "" }
+                if step_summary.is_some() {
+                    " and in the job summary"
+                } else {
+                    ""
+                }
             );
             workflow_commands(&annotations);
         }
@@ -335,7 +353,15 @@ async fn publish(
     masker: &Masker,
 ) -> bool {
     let mut ok = true;
-    let refused = |e: &GithubError| matches!(e, GithubError::Status { status: 403 | 404, .. });
+    let refused = |e: &GithubError| {
+        matches!(
+            e,
+            GithubError::Status {
+                status: 403 | 404,
+                ..
+            }
+        )
+    };
     match client
         .upsert_marked_comment(&context.repo, context.number, comment::MARKER, body)
         .await

@@ -81,8 +81,14 @@ impl GithubClient {
         };
         Ok(PullRequest {
             number,
-            head_sha: v["head"]["sha"].as_str().ok_or_else(|| missing("head.sha"))?.into(),
-            base_ref: v["base"]["ref"].as_str().ok_or_else(|| missing("base.ref"))?.into(),
+            head_sha: v["head"]["sha"]
+                .as_str()
+                .ok_or_else(|| missing("head.sha"))?
+                .into(),
+            base_ref: v["base"]["ref"]
+                .as_str()
+                .ok_or_else(|| missing("base.ref"))?
+                .into(),
             head_repo: v["head"]["repo"]["full_name"].as_str().map(str::to_string),
         })
     }
@@ -118,7 +124,12 @@ impl GithubClient {
     ) -> Result<IssueComment, GithubError> {
         let path = format!("/repos/{repo}/issues/{number}/comments");
         let reply = self
-            .send(http::Method::POST, &path, Some(&json!({"body": body})), None)
+            .send(
+                http::Method::POST,
+                &path,
+                Some(&json!({"body": body})),
+                None,
+            )
             .await?;
         decode_comment(&path, &reply.body)
     }
@@ -132,7 +143,12 @@ impl GithubClient {
     ) -> Result<IssueComment, GithubError> {
         let path = format!("/repos/{repo}/issues/comments/{id}");
         let reply = self
-            .send(http::Method::PATCH, &path, Some(&json!({"body": body})), None)
+            .send(
+                http::Method::PATCH,
+                &path,
+                Some(&json!({"body": body})),
+                None,
+            )
             .await?;
         decode_comment(&path, &reply.body)
     }
@@ -154,7 +170,10 @@ impl GithubClient {
         match existing {
             Some(c) if c.body == body => Ok((c.id, false)),
             Some(c) => Ok((self.update_issue_comment(repo, c.id, body).await?.id, false)),
-            None => Ok((self.create_issue_comment(repo, number, body).await?.id, true)),
+            None => Ok((
+                self.create_issue_comment(repo, number, body).await?.id,
+                true,
+            )),
         }
     }
 
@@ -181,15 +200,20 @@ impl GithubClient {
             "conclusion": run.conclusion,
             "output": output(chunks.next()),
         });
-        let reply = self.send(http::Method::POST, &path, Some(&body), None).await?;
-        let id = reply.body["id"].as_u64().ok_or_else(|| GithubError::Decode {
-            path: path.clone(),
-            message: "check run without id".into(),
-        })?;
+        let reply = self
+            .send(http::Method::POST, &path, Some(&body), None)
+            .await?;
+        let id = reply.body["id"]
+            .as_u64()
+            .ok_or_else(|| GithubError::Decode {
+                path: path.clone(),
+                message: "check run without id".into(),
+            })?;
         let update = format!("/repos/{repo}/check-runs/{id}");
         for chunk in chunks {
             let body = json!({"output": output(Some(chunk))});
-            self.send(http::Method::PATCH, &update, Some(&body), None).await?;
+            self.send(http::Method::PATCH, &update, Some(&body), None)
+                .await?;
         }
         Ok(id)
     }
@@ -207,7 +231,8 @@ impl GithubClient {
         // GitHub limits descriptions to 140 characters.
         let description: String = description.chars().take(140).collect();
         let body = json!({"state": state, "context": context, "description": description});
-        self.send(http::Method::POST, &path, Some(&body), None).await?;
+        self.send(http::Method::POST, &path, Some(&body), None)
+            .await?;
         Ok(())
     }
 
@@ -221,7 +246,11 @@ impl GithubClient {
         match self.create_check_run(repo, run).await {
             Ok(id) => Ok(Reported::CheckRun(id)),
             Err(GithubError::Status { status: 403, .. }) => {
-                let state = if run.conclusion == "failure" { "failure" } else { "success" };
+                let state = if run.conclusion == "failure" {
+                    "failure"
+                } else {
+                    "success"
+                };
                 self.create_status(repo, &run.head_sha, state, &run.name, &run.title)
                     .await?;
                 Ok(Reported::Status)

@@ -132,7 +132,13 @@ pub fn markdown(report: &Report<'_>) -> String {
         return out;
     };
     let c = totals(plan);
-    let icon = if report.failed() { "❌" } else if plan.has_changes() { "📝" } else { "✅" };
+    let icon = if report.failed() {
+        "❌"
+    } else if plan.has_changes() {
+        "📝"
+    } else {
+        "✅"
+    };
     let _ = writeln!(
         out,
         "## drover plan: {icon} {} to create, {} to update, {} to delete, {} unchanged\n",
@@ -213,7 +219,11 @@ pub fn markdown(report: &Report<'_>) -> String {
 
 fn diagnostics(out: &mut String, annotations: &[Annotation]) {
     for a in annotations {
-        let level = if a.annotation_level == "failure" { "error" } else { "warning" };
+        let level = if a.annotation_level == "failure" {
+            "error"
+        } else {
+            "warning"
+        };
         let mut lines = a.message.lines();
         let message = lines.next().unwrap_or_default();
         let _ = write!(
@@ -250,7 +260,11 @@ fn site_section(out: &mut String, site: &SitePlan) {
             escape(err)
         );
     }
-    for change in site.changes.iter().filter(|c| c.action != Action::Unchanged) {
+    for change in site
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Unchanged)
+    {
         let reason = change
             .reason
             .as_deref()
@@ -279,7 +293,11 @@ fn site_section(out: &mut String, site: &SitePlan) {
     if !site.findings.is_empty() {
         let _ = writeln!(out, "\n**Findings**\n");
         for f in &site.findings {
-            let icon = if f.severity == FindingSeverity::Error { "❌" } else { "⚠️" };
+            let icon = if f.severity == FindingSeverity::Error {
+                "❌"
+            } else {
+                "⚠️"
+            };
             let _ = writeln!(
                 out,
                 "- {icon} `{}` **{}**: {}",

@@ -37,6 +37,10 @@ static SHAPES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
 static NAME_LINE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"^(?P<pre>.*?)(?P<key>name): *"?(?P<name>[A-Za-z0-9_.-]+)"? *$"#).expect("valid")
 });
+/// Where a line's first key starts, and whether a list item starts there.
+static KEY_START: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^(?P<pre>[ +-]*?)(?P<item>- )?(?P<key>[A-Za-z0-9_"])"#).expect("valid")
+});
 /// `value: X`.
 static VALUE_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?P<pre>.*?)(?P<key>value): (?P<value>.+)$").expect("valid"));
@@ -133,6 +137,13 @@ fn mask_named_values(text: &str) -> String {
     for line in text.split_inclusive('\n') {
         let body = line.trim_end_matches(['\n', '\r']);
         let ending = &line[body.len()..];
+        // Leaving the item (a new list item, or a key of a parent) disarms.
+        if let (Some(col), Some(k)) = (armed, KEY_START.captures(body)) {
+            let key = k.name("key").expect("group");
+            if k.name("item").is_some() || display_column(body, key.start()) < col {
+                armed = None;
+            }
+        }
         if let Some(c) = NAME_LINE.captures(body) {
             let column = display_column(body, c.name("key").map_or(0, |m| m.start()));
             armed = is_credential_name(&c["name"]).then_some(column);
@@ -141,7 +152,8 @@ fn mask_named_values(text: &str) -> String {
         }
         if let (Some(col), Some(c)) = (armed, VALUE_LINE.captures(body)) {
             let key = c.name("key").expect("group");
-            if display_column(body, key.start()) == col && c["value"].trim() != format!("\"{MASK}\"")
+            if display_column(body, key.start()) == col
+                && c["value"].trim() != format!("\"{MASK}\"")
             {
                 out.push_str(&body[..key.end()]);
                 out.push_str(&format!(": \"{MASK}\""));
@@ -190,14 +202,23 @@ mod tests {
         let diff = "--- base\n+++ pull request\n@@ -1 +1 @@\n           env:\n-          - name: DB_PASSWORD\n-            value: hunter2\n+          - name: DB_PASSWORD\n+            value: hunter3\n           - name: LOG_LEVEL\n             value: debug\n";
         let out = Masker::new().text(diff);
         assert!(!out.contains("hunter"), "{out}");
-        assert!(out.contains("+            value: \"<redacted>\"\n"), "{out}");
+        assert!(
+            out.contains("+            value: \"<redacted>\"\n"),
+            "{out}"
+        );
         assert!(out.contains("value: debug"), "{out}");
+        // A later `value:` of another item at the same column is not a credential.
+        let tolerations = " - name: API_TOKEN\n   valueFrom: {}\n - key: gpu\n   value: \"true\"\n";
+        assert!(Masker::new().text(tolerations).contains("value: \"true\""));
         // Text plan output indents the diff by six spaces.
         let text = "      +  - name: API_TOKEN\n      +    value: abc\n";
         assert!(!Masker::new().text(text).contains("abc"));
         let env_map = "+    environment:\n+      DB_PASSWORD: hunter2\n+      GITHUB_TOKEN: <secret from SecretRef gh>\n+      LEVEL: debug\n";
         let out = Masker::new().text(env_map);
-        assert!(!out.contains("hunter2") && out.contains("<secret from SecretRef gh>"), "{out}");
+        assert!(
+            !out.contains("hunter2") && out.contains("<secret from SecretRef gh>"),
+            "{out}"
+        );
         assert!(out.contains("LEVEL: debug"), "{out}");
     }
 }

@@ -35,7 +35,9 @@ pub enum PrError {
         message: String,
     },
     /// The event is not about a pull request.
-    #[error("the event payload has no pull request (run on `pull_request` events, or pass --pr N --repo OWNER/NAME)")]
+    #[error(
+        "the event payload has no pull request (run on `pull_request` events, or pass --pr N --repo OWNER/NAME)"
+    )]
     NotAPullRequest,
     /// No repository was named.
     #[error("no repository: pass --repo OWNER/NAME or set GITHUB_REPOSITORY")]

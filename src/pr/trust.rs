@@ -46,7 +46,12 @@ pub fn overlay(pr: &FleetRepo, base: &FleetRepo) -> (FleetRepo, BTreeSet<String>
             continue;
         };
         let (spec, base_spec) = (&mut site.value.spec, &base_site.value.spec);
-        match (&mut spec.kubernetes, &base_spec.kubernetes, &mut spec.slurm, &base_spec.slurm) {
+        match (
+            &mut spec.kubernetes,
+            &base_spec.kubernetes,
+            &mut spec.slurm,
+            &base_spec.slurm,
+        ) {
             (Some(k), Some(bk), None, None) => {
                 k.context = bk.context.clone();
                 k.in_cluster = bk.in_cluster;
@@ -121,9 +126,8 @@ pub fn credentials_for(repo: &FleetRepo, site: &Site, options: &RunOptions) -> R
         if let Some(rest) = &s.rest {
             return resolve(&rest.token_ref);
         }
-        let on_path = std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p).any(|d| d.join("sbatch").is_file())
-        });
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("sbatch").is_file()));
         return if on_path {
             Ok(())
         } else {
@@ -141,7 +145,13 @@ pub fn credential_values(repo: &FleetRepo, site: &Site) -> Vec<String> {
         .as_ref()
         .and_then(|k| k.kubeconfig_ref.clone())
         .into_iter()
-        .chain(site.spec.slurm.as_ref().and_then(|s| s.rest.as_ref()).map(|r| r.token_ref.clone()));
+        .chain(
+            site.spec
+                .slurm
+                .as_ref()
+                .and_then(|s| s.rest.as_ref())
+                .map(|r| r.token_ref.clone()),
+        );
     refs.filter_map(|name| {
         let s = repo.secrets.get(&name)?;
         credentials::resolve(&name, &s.value.spec)
@@ -184,7 +194,10 @@ fn desired(repo: &FleetRepo, name: &str, kind: SiteKind) -> Result<BTreeMap<Key,
                 let key = (
                     obj["kind"].as_str().unwrap_or_default().to_string(),
                     obj["metadata"]["namespace"].as_str().map(str::to_string),
-                    obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                    obj["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 );
                 out.insert(key, normalize::desired_view(obj));
             }
@@ -199,7 +212,10 @@ fn desired(repo: &FleetRepo, name: &str, kind: SiteKind) -> Result<BTreeMap<Key,
                     "taints": pool.taints,
                 });
                 normalize::drop_empty(&mut v);
-                out.insert(("Node".into(), None, format!("nodes of pool {}", pool.pool)), v);
+                out.insert(
+                    ("Node".into(), None, format!("nodes of pool {}", pool.pool)),
+                    v,
+                );
             }
         }
         SiteKind::Slurm => {
@@ -223,7 +239,9 @@ fn rendered_findings(repo: &FleetRepo, name: &str) -> Vec<Finding> {
         options: &options,
     };
     match sites::kind_of(&site.value) {
-        SiteKind::Kubernetes => kube_render::render(&ctx).map(|r| r.findings).unwrap_or_default(),
+        SiteKind::Kubernetes => kube_render::render(&ctx)
+            .map(|r| r.findings)
+            .unwrap_or_default(),
         SiteKind::Slurm => Vec::new(),
     }
 }
@@ -238,7 +256,14 @@ pub fn offline_site(pr: &FleetRepo, base: &FleetRepo, name: &str) -> SitePlan {
     let policy = site.value.spec.policy;
     let (after, before) = match (desired(pr, name, kind), desired(base, name, kind)) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) => return SitePlan::failed(name, kind, policy, format!("cannot render the pull request's desired state: {e}")),
+        (Err(e), _) => {
+            return SitePlan::failed(
+                name,
+                kind,
+                policy,
+                format!("cannot render the pull request's desired state: {e}"),
+            );
+        }
         (_, Err(_)) => (desired(pr, name, kind).unwrap_or_default(), BTreeMap::new()),
     };
     let mut plan = SitePlan::new(name, kind, policy);
@@ -339,9 +364,20 @@ mod tests {
                 .replace("/var/run/secrets/drover/hpc-slurm.jwt", "/etc/shadow")
         });
         let (merged, trusted) = overlay(&pr, &base);
-        let eks = &merged.sites["eks-prod"].value.spec.kubernetes.as_ref().unwrap();
+        let eks = &merged.sites["eks-prod"]
+            .value
+            .spec
+            .kubernetes
+            .as_ref()
+            .unwrap();
         assert_eq!(eks.context.as_deref(), Some("eks-prod"));
-        let jwt = &merged.secrets["hpc-slurm-jwt"].value.spec.file.as_ref().unwrap().path;
+        let jwt = &merged.secrets["hpc-slurm-jwt"]
+            .value
+            .spec
+            .file
+            .as_ref()
+            .unwrap()
+            .path;
         assert_eq!(jwt, "/var/run/secrets/drover/hpc-slurm.jwt");
         assert!(trusted.contains("eks-prod") && trusted.contains("hpc"));
     }
@@ -360,7 +396,10 @@ mod tests {
         assert!(diff.contains("+    pods: \"21\""), "{diff}");
         // A site the base does not have is all creates; one the PR drops is reported.
         let new = offline_site(&pr, &FleetRepo::default(), "hpc");
-        assert!(new.changes.iter().all(|c| c.action == Action::Create), "{new:?}");
+        assert!(
+            new.changes.iter().all(|c| c.action == Action::Create),
+            "{new:?}"
+        );
         assert_eq!(removed_site(&base, "hpc").findings[0].code, "site-removed");
     }
 }

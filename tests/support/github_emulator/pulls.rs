@@ -185,7 +185,12 @@ pub(crate) fn route(
         ("GET", ["repos", o, r, "pulls", n]) => {
             let repo = format!("{o}/{r}");
             let n: u64 = n.parse().ok()?;
-            match s.pulls.pulls.iter().find(|p| p.repo == repo && p.number == n) {
+            match s
+                .pulls
+                .pulls
+                .iter()
+                .find(|p| p.repo == repo && p.number == n)
+            {
                 Some(p) => (200, Some(pull_json(s, p))),
                 None => not_found(),
             }
