@@ -188,14 +188,18 @@ async fn first_push_creates_the_comment_and_the_second_edits_it() {
     let emu = emulator().await;
     emu.add_pull(REPO, 12, SHA1, REPO);
     let other = emu.add_comment(REPO, 12, "LGTM, but see <!-- drover:plan --> later");
+    // Enough discussion that drover's comment is on the second page of 100.
+    for i in 0..120 {
+        emu.add_comment(REPO, 12, &format!("comment {i}"));
+    }
     let co = Checkout::new();
     co.edit_pr("runners/cpu.yaml", |t| t.replace("max: 20", "max: 21"));
 
     let first = plan_pr(&co, &emu, &co.event(12, SHA1, REPO), &[], &[]).await;
     assert_eq!(first.code(), Some(0), "{}", first.stderr());
     let comments = emu.comments(REPO, 12);
-    assert_eq!(comments.len(), 2, "{comments:?}");
-    let ours = comments.iter().find(|c| c.id != other).unwrap();
+    assert_eq!(comments.len(), 122);
+    let ours = comments.last().unwrap();
     assert!(ours.body.starts_with(MARKER), "{}", ours.body);
     assert!(ours.body.contains("at `1a2b3c4`"), "{}", ours.body);
     assert!(
@@ -217,6 +221,7 @@ async fn first_push_creates_the_comment_and_the_second_edits_it() {
         "{}",
         first.summary
     );
+    insta::assert_snapshot!("pr_comment_offline_first_push", ours.body);
     let runs = emu.check_runs();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].head_sha, SHA1);
@@ -231,7 +236,7 @@ async fn first_push_creates_the_comment_and_the_second_edits_it() {
     let second = plan_pr(&co, &emu, &co.event(12, SHA2, REPO), &[], &[]).await;
     assert_eq!(second.code(), Some(0), "{}", second.stderr());
     let comments = emu.comments(REPO, 12);
-    assert_eq!(comments.len(), 2, "{comments:?}");
+    assert_eq!(comments.len(), 122, "still one plan comment");
     let edited = comments.iter().find(|c| c.id == ours.id).unwrap();
     assert_eq!(edited.edits, 1);
     assert!(
@@ -239,7 +244,19 @@ async fn first_push_creates_the_comment_and_the_second_edits_it() {
         "{}",
         edited.body
     );
+    assert!(
+        comments
+            .iter()
+            .filter(|c| c.id != ours.id)
+            .all(|c| c.edits == 0)
+    );
     assert_eq!(comments.iter().find(|c| c.id == other).unwrap().edits, 0);
+    let pages = emu
+        .seen()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/repos/acme/fleet/issues/12/comments")
+        .count();
+    assert_eq!(pages, 4, "two pages per run");
     assert_eq!(emu.check_runs().len(), 2);
     emu.assert_conformant();
 }
@@ -371,6 +388,10 @@ async fn a_fork_pr_without_credentials_gets_a_plan_against_the_base_branch() {
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     let body = &emu.comments(REPO, 9)[0].body;
     assert!(body.contains("**Offline plan**"), "{body}");
+    assert!(
+        body.contains("Pull request #9 at `1a2b3c4` (from a fork)"),
+        "{body}"
+    );
     assert!(
         body.contains("| hpc | Slurm | apply | base branch (offline) |"),
         "{body}"

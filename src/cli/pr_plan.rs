@@ -81,7 +81,12 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
         Some(t) => Some(GithubClient::new(
             &api,
             &Auth::Token(Secret::new(t.clone())),
-            RetryPolicy::default(),
+            // A handful of calls: no reserve to keep for an autoscaler (GITHUB_TOKEN's
+            // budget is 1,000 requests an hour).
+            RetryPolicy {
+                reserve: 0,
+                ..RetryPolicy::default()
+            },
         )?),
         None => None,
     };

@@ -115,10 +115,13 @@ fn mode_cell(mode: Option<&SiteMode>) -> &'static str {
 pub fn markdown(report: &Report<'_>) -> String {
     let mut out = String::new();
     let ctx = report.context;
-    let at = ctx
+    let mut at = ctx
         .short_sha()
         .map(|s| format!(" at `{s}`"))
         .unwrap_or_default();
+    if ctx.fork {
+        at.push_str(" (from a fork)");
+    }
     let Some(plan) = report.plan else {
         let _ = writeln!(out, "## drover plan: ❌ {}\n", escape(&report.title()));
         let _ = writeln!(
