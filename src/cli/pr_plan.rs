@@ -25,8 +25,9 @@ use super::plan::{PlanArgs, exit_for, format_plan};
 
 /// Name of the check run (and commit status context).
 const CHECK_NAME: &str = "drover plan";
-/// GitHub's limit on a job summary is 1 MiB; stay below it.
-const STEP_SUMMARY_LIMIT: usize = 1_000_000;
+/// GitHub's limit on a job summary is 1 MiB (bytes); this many characters stay below it
+/// even with some multi-byte text.
+const STEP_SUMMARY_LIMIT: usize = 500_000;
 
 /// Options of `drover plan --pr`.
 #[derive(Debug, Args)]
@@ -37,7 +38,8 @@ pub struct PrArgs {
     /// The token is read from $GITHUB_TOKEN.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0", help_heading = "Pull requests")]
     pub pr: Option<u64>,
-    /// The repository of the pull request (default: $GITHUB_REPOSITORY, or the event's).
+    /// The repository of `--pr N` (default: $GITHUB_REPOSITORY). With the event payload,
+    /// the payload's base repository is used.
     #[arg(long, value_name = "OWNER/NAME", help_heading = "Pull requests")]
     pub repo: Option<String>,
     /// A checkout of the fleet at the base branch. Site connections and the SecretRefs they
