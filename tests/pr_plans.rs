@@ -796,3 +796,44 @@ fn snapshot_of_an_invalid_fleet_comment() {
     };
     insta::assert_snapshot!("pr_comment_invalid", comment::markdown(&report));
 }
+
+/// The emulator holds drover to GitHub's limits: a check-run request with more than 50
+/// annotations breaks the description, and a comment body over 65,536 characters is
+/// refused as GitHub refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_enforces_githubs_limits() {
+    drover::tls::install_crypto_provider();
+    let emu = emulator().await;
+    emu.add_pull(REPO, 1, SHA1, REPO);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}{path}", emu.url))
+            .bearer_auth(PAT)
+            .json(&body)
+            .send()
+    };
+    let annotation = json!({"path": "a.yaml", "start_line": 1, "end_line": 1,
+        "annotation_level": "failure", "message": "m"});
+    let too_many = json!({"name": "x", "head_sha": SHA1, "status": "completed",
+        "conclusion": "failure",
+        "output": {"title": "t", "summary": "s", "annotations": vec![annotation; 51]}});
+    let r = post("/repos/acme/fleet/check-runs", too_many)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(
+        emu.violations().iter().any(|v| v.contains("annotations")),
+        "{:?}",
+        emu.violations()
+    );
+    let long = json!({"body": "x".repeat(65_537)});
+    let r = post("/repos/acme/fleet/issues/1/comments", long)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let ok = json!({"body": "é".repeat(65_536)});
+    let r = post("/repos/acme/fleet/issues/1/comments", ok)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+}
