@@ -48,9 +48,22 @@ fn help(command: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Each flag of each command line appears in that command's `--help`.
+/// Each flag of each command line appears in that command's `--help`, and the whole
+/// line parses (the same arguments with `--help` appended exit 0; an unknown flag or a
+/// bad value would exit 2).
 fn assert_flags_exist(commands: &[Vec<String>]) {
     for cmd in commands {
+        let parsed = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(&cmd[1..])
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            parsed.status.success(),
+            "`{}` does not parse: {}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&parsed.stderr)
+        );
         let text = help(&cmd[1]);
         for flag in cmd.iter().filter(|a| a.starts_with("--")) {
             let flag = flag.split('=').next().unwrap();
