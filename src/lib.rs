@@ -9,6 +9,7 @@ pub mod drift;
 pub mod fleet;
 pub mod github;
 pub mod plan;
+pub mod pr;
 pub mod reconcile;
 pub mod serve;
 pub mod sites;

@@ -32,10 +32,16 @@ pub struct PlanArgs {
     /// Exit 0 when there are no changes, 2 when there are, 1 on errors (like terraform).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Pull-request plans (`--pr`, `--repo`, `--base-dir`, ...).
+    #[command(flatten)]
+    pub pr: super::pr_plan::PrArgs,
 }
 
 /// Runs `drover plan`.
 pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
+    if args.pr.pr.is_some() {
+        return super::pr_plan::run(args);
+    }
     let Some(repo) = load_valid(&args.fleet.dir)? else {
         return Ok(Exit::Failure);
     };
@@ -54,7 +60,7 @@ pub fn format_plan(plan: &Plan, format: PlanFormat) -> String {
     }
 }
 
-fn exit_for(plan: &Plan, detailed: bool) -> Exit {
+pub(super) fn exit_for(plan: &Plan, detailed: bool) -> Exit {
     if plan.has_errors() {
         Exit::Failure
     } else if detailed && plan.has_changes() {

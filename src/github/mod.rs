@@ -13,6 +13,7 @@ pub mod api;
 pub mod client;
 pub mod connect;
 pub mod error;
+pub mod pulls;
 
 pub use api::{JitConfig, JitRequest, QueuedJob, Runner, RunnerGroup, Scope};
 pub use client::{Auth, GithubClient, RateLimit, RetryPolicy, api_root};

@@ -16,6 +16,7 @@
 
 pub mod objects;
 pub mod openapi;
+pub mod pulls;
 mod server;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -126,6 +127,7 @@ pub(crate) struct State {
     pub violations: Vec<String>,
     pub webhook: Option<(String, String)>,
     pub next_id: u64,
+    pub pulls: pulls::PullState,
 }
 
 impl State {
@@ -179,6 +181,7 @@ impl GithubEmulator {
             violations: Vec::new(),
             webhook: None,
             next_id: 1000,
+            pulls: pulls::PullState::default(),
         }));
         let app = server::router(state.clone());
         let task = tokio::spawn(async move {
@@ -481,4 +484,69 @@ pub fn decode_jit(encoded: &str) -> Option<Value> {
         .decode(encoded)
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// Pull requests, issue comments, check runs and statuses (see [`pulls`]).
+impl GithubEmulator {
+    /// Opens a pull request in `repo` from `head_repo` (a fork when it differs).
+    pub fn add_pull(&self, repo: &str, number: u64, head_sha: &str, head_repo: &str) {
+        self.with(|s| {
+            s.pulls.pulls.push(pulls::Pull {
+                repo: repo.into(),
+                number,
+                head_sha: head_sha.into(),
+                head_repo: head_repo.into(),
+                base_ref: "main".into(),
+            })
+        });
+    }
+
+    /// Adds a comment as someone else would (to test that drover finds its own).
+    pub fn add_comment(&self, repo: &str, issue: u64, body: &str) -> u64 {
+        self.with(|s| {
+            let id = s.id();
+            s.pulls.comments.insert(
+                id,
+                pulls::Comment {
+                    id,
+                    repo: repo.into(),
+                    issue,
+                    body: body.into(),
+                    edits: 0,
+                },
+            );
+            id
+        })
+    }
+
+    /// The comments of an issue or pull request, oldest first.
+    pub fn comments(&self, repo: &str, issue: u64) -> Vec<pulls::Comment> {
+        self.with(|s| {
+            s.pulls
+                .comments
+                .values()
+                .filter(|c| c.repo == repo && c.issue == issue)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Every check run created.
+    pub fn check_runs(&self) -> Vec<pulls::CheckRun> {
+        self.with(|s| s.pulls.check_runs.values().cloned().collect())
+    }
+
+    /// Every commit status set.
+    pub fn statuses(&self) -> Vec<pulls::Status> {
+        self.with(|s| s.pulls.statuses.clone())
+    }
+
+    /// Makes comment writes (`deny_comments`) or check-run writes (`deny_check_runs`)
+    /// fail with 403.
+    pub fn deny_pull_writes(&self, deny_comments: bool, deny_check_runs: bool) {
+        self.with(|s| {
+            s.pulls.deny_comments = deny_comments;
+            s.pulls.deny_check_runs = deny_check_runs;
+        });
+    }
 }

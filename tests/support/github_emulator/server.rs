@@ -458,7 +458,14 @@ fn route(
             query,
             body,
         ),
-        _ => error(404, "Not Found"),
+        (m, segs) => match super::pulls::route(s, m, segs, query, body) {
+            Some((status, body)) => Reply {
+                status,
+                body,
+                headers: Vec::new(),
+            },
+            None => error(404, "Not Found"),
+        },
     }
 }
 

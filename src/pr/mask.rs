@@ -1,0 +1,224 @@
+//! Masking for everything a pull-request plan publishes (comment, check run, job summary,
+//! stdout). Pull-request output is world-readable on public repos, so it is scrubbed in
+//! three layers, whatever the renderer:
+//!
+//! 1. Secret `data`/`stringData` values are already masked by the Kubernetes plan
+//!    ([`crate::sites::kubernetes::normalize`]) and Slurm SecretRef env values by the
+//!    Slurm renderer.
+//! 2. [`Masker::plan`] masks the `value` of every `name`/`value` pair whose name looks
+//!    like a credential (`*PASSWORD*`, `*TOKEN*`, `*SECRET*`, `*API_KEY*`, ...) in every
+//!    diff, reason, finding and error of a plan, before any renderer sees it.
+//! 3. [`Masker::text`] replaces, in the final text, every value the process knows to be
+//!    secret (the GitHub token, resolved site credentials) and everything shaped like a
+//!    credential (private key blocks, GitHub tokens, AWS access keys, JWTs).
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::plan::Plan;
+
+/// What masked values are replaced with.
+pub const MASK: &str = "<redacted>";
+
+static SHAPES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----[\s\S]*?(-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----|\z)",
+        r"\b(gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
+        r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    ]
+    .iter()
+    .map(|p| Regex::new(p).expect("valid mask pattern"))
+    .collect()
+});
+
+/// `name: X` (YAML, possibly as a list item, possibly behind a diff or text prefix).
+static NAME_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^(?P<pre>.*?)(?P<key>name): *"?(?P<name>[A-Za-z0-9_.-]+)"? *$"#).expect("valid")
+});
+/// Where a line's first key starts, and whether a list item starts there.
+static KEY_START: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^(?P<pre>[ +-]*?)(?P<item>- )?(?P<key>[A-Za-z0-9_"])"#).expect("valid")
+});
+/// `value: X`.
+static VALUE_LINE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?P<pre>.*?)(?P<key>value): (?P<value>.+)$").expect("valid"));
+/// `ENV_NAME: X` (an environment map, as Slurm job specs show it).
+static ENV_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^(?P<pre>.*?)(?P<key>"?[A-Z][A-Z0-9_]*"?): (?P<value>.+)$"#).expect("valid")
+});
+/// Environment variable names that hold credentials.
+static CREDENTIAL_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(passw(or)?d|passwd|secret|token|credential|api[_-]?key|private[_-]?key|access[_-]?key|auth)")
+        .expect("valid")
+});
+
+/// Whether an environment variable name looks like it holds a credential.
+pub fn is_credential_name(name: &str) -> bool {
+    CREDENTIAL_NAME.is_match(name)
+}
+
+/// Scrubs text of known secret values and credential shapes.
+#[derive(Clone, Default)]
+pub struct Masker {
+    known: Vec<String>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Masker({} known values)", self.known.len())
+    }
+}
+
+impl Masker {
+    /// A masker with no known values (shapes and credential names only).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a value that must never be shown (ignored when shorter than 4 characters,
+    /// which would mask ordinary text).
+    pub fn know(&mut self, value: &str) {
+        let v = value.trim();
+        if v.chars().count() >= 4 && !self.known.iter().any(|k| k == v) {
+            self.known.push(v.to_string());
+            // Longest first, so a value containing another is replaced whole.
+            self.known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+        }
+    }
+
+    /// Masks known values, credential shapes, and values of credential-named `name`/`value`
+    /// pairs in `text`.
+    pub fn text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for k in &self.known {
+            if out.contains(k.as_str()) {
+                out = out.replace(k.as_str(), MASK);
+            }
+        }
+        for re in SHAPES.iter() {
+            if re.is_match(&out) {
+                out = re.replace_all(&out, MASK).into_owned();
+            }
+        }
+        mask_named_values(&out)
+    }
+
+    /// Masks every text of a plan in place (diffs, reasons, findings, errors).
+    pub fn plan(&self, plan: &mut Plan) {
+        for site in &mut plan.sites {
+            if let Some(e) = &mut site.error {
+                *e = self.text(e);
+            }
+            for c in &mut site.changes {
+                if let Some(d) = &mut c.diff {
+                    *d = self.text(d);
+                }
+                if let Some(r) = &mut c.reason {
+                    *r = self.text(r);
+                }
+            }
+            for f in &mut site.findings {
+                f.message = self.text(&f.message);
+                f.subject = self.text(&f.subject);
+            }
+        }
+    }
+}
+
+/// Masks the `value:` line that belongs to the same item as a credential-named `name:`
+/// line (same column of the key), line by line, whatever prefix (diff sign, indentation)
+/// the lines carry.
+fn mask_named_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // Column of the `name` key of the current credential-named item.
+    let mut armed: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[body.len()..];
+        // Leaving the item (a new list item, or a key of a parent) disarms.
+        if let (Some(col), Some(k)) = (armed, KEY_START.captures(body)) {
+            let key = k.name("key").expect("group");
+            if k.name("item").is_some() || display_column(body, key.start()) < col {
+                armed = None;
+            }
+        }
+        if let Some(c) = NAME_LINE.captures(body) {
+            let column = display_column(body, c.name("key").map_or(0, |m| m.start()));
+            armed = is_credential_name(&c["name"]).then_some(column);
+            out.push_str(line);
+            continue;
+        }
+        if let (Some(col), Some(c)) = (armed, VALUE_LINE.captures(body)) {
+            let key = c.name("key").expect("group");
+            if display_column(body, key.start()) == col
+                && c["value"].trim() != format!("\"{MASK}\"")
+            {
+                out.push_str(&body[..key.end()]);
+                out.push_str(&format!(": \"{MASK}\""));
+                out.push_str(ending);
+                continue;
+            }
+        }
+        if let Some(c) = ENV_LINE.captures(body) {
+            let key = c.name("key").expect("group");
+            let value = c["value"].trim_start_matches('"');
+            if is_credential_name(key.as_str()) && !value.starts_with('<') {
+                out.push_str(&body[..key.end()]);
+                out.push_str(&format!(": \"{MASK}\""));
+                out.push_str(ending);
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// The column of a byte offset, with a leading `- ` list marker counted as indentation and
+/// a one-character diff sign ignored, so `- name:` and `  value:` of one item line up.
+fn display_column(line: &str, offset: usize) -> usize {
+    let before = &line[..offset];
+    let before = before.strip_prefix(['+', '-', ' ']).unwrap_or(before);
+    before.chars().count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_shapes_and_known_values_are_masked() {
+        let mut m = Masker::new();
+        m.know("s3cr3t-value");
+        let token = format!("ghp_{}", "a1B2".repeat(9));
+        let out = m.text(&format!("x {token} y s3cr3t-value AKIAABCDEFGHIJKLMNOP"));
+        assert_eq!(out, "x <redacted> y <redacted> <redacted>");
+    }
+
+    #[test]
+    fn credential_named_env_values_are_masked_in_diffs_and_text() {
+        let diff = "--- base\n+++ pull request\n@@ -1 +1 @@\n           env:\n-          - name: DB_PASSWORD\n-            value: hunter2\n+          - name: DB_PASSWORD\n+            value: hunter3\n           - name: LOG_LEVEL\n             value: debug\n";
+        let out = Masker::new().text(diff);
+        assert!(!out.contains("hunter"), "{out}");
+        assert!(
+            out.contains("+            value: \"<redacted>\"\n"),
+            "{out}"
+        );
+        assert!(out.contains("value: debug"), "{out}");
+        // A later `value:` of another item at the same column is not a credential.
+        let tolerations = " - name: API_TOKEN\n   valueFrom: {}\n - key: gpu\n   value: \"true\"\n";
+        assert!(Masker::new().text(tolerations).contains("value: \"true\""));
+        // Text plan output indents the diff by six spaces.
+        let text = "      +  - name: API_TOKEN\n      +    value: abc\n";
+        assert!(!Masker::new().text(text).contains("abc"));
+        let env_map = "+    environment:\n+      DB_PASSWORD: hunter2\n+      GITHUB_TOKEN: <secret from SecretRef gh>\n+      LEVEL: debug\n";
+        let out = Masker::new().text(env_map);
+        assert!(
+            !out.contains("hunter2") && out.contains("<secret from SecretRef gh>"),
+            "{out}"
+        );
+        assert!(out.contains("LEVEL: debug"), "{out}");
+    }
+}
