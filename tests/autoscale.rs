@@ -808,7 +808,7 @@ async fn fifty_jobs_across_three_label_sets_on_kubernetes_and_slurm() {
         let live = [
             kube.live_pods("small"),
             kube.live_pods("big"),
-            world.live_jobs_of("hpc-").await.len(),
+            world.live_jobs_of("hpc").await.len(),
         ];
         for (i, (n, max)) in live.iter().zip([6, 3, 4]).enumerate() {
             assert!(*n <= max, "set {i}: {n} live runners, above max {max}");
