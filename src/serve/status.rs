@@ -27,6 +27,11 @@ pub struct Status {
     pub source: SourceStatus,
     /// Per-site state, by name.
     pub sites: BTreeMap<String, SiteStatus>,
+    /// Per-site result of the last drift check, by name.
+    pub drift: BTreeMap<String, super::drift::DriftStatus>,
+    /// The drift issues' repository and last sync, when drift issues are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_issues: Option<super::drift::IssuesStatus>,
 }
 
 /// The fleet source and the revisions it produced.

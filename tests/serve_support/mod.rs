@@ -39,6 +39,7 @@ pub fn config(run_options: RunOptions) -> ServeConfig {
         trigger_token: Some(Secret::new(TRIGGER_TOKEN)),
         run_options,
         lease: None,
+        drift_issues: None,
     }
 }
 
