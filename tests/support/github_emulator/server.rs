@@ -458,7 +458,10 @@ fn route(
             query,
             body,
         ),
-        _ => error(404, "Not Found"),
+        _ => match super::issues::route(s, method.as_str(), segs, query, body) {
+            Some((status, body, headers)) => Reply { status, body: Some(body), headers },
+            None => error(404, "Not Found"),
+        },
     }
 }
 
