@@ -446,7 +446,7 @@ impl Service {
             "failed"
         } else if plan.policy == SitePolicy::ReportOnly {
             "report_only"
-        } else if found.has_drift() {
+        } else if found.objects() > 0 {
             "drifted"
         } else {
             "ok"
@@ -469,9 +469,6 @@ impl Service {
         } else {
             "clean"
         };
-        if outcome != "clean" {
-            tracing::info!(site = %name, outcome, objects = left.objects(), healed, "drift check");
-        }
         self.record_drift(name, policy, &left, healed, outcome, started.elapsed());
         if found.error.is_some() {
             Desired::Unknown
@@ -518,7 +515,11 @@ impl Service {
                 .set(i64::from(left.has_drift()));
         }
         let mut st = self.status.write().expect("status lock");
-        let issue = st.drift.get(name).and_then(|d| d.issue.clone());
+        let previous = st.drift.get(name);
+        if previous.is_none_or(|p| p.outcome != outcome || p.objects != left.objects()) {
+            tracing::info!(site = %name, outcome, objects = left.objects(), healed, "drift check");
+        }
+        let issue = previous.and_then(|d| d.issue.clone());
         st.drift.insert(
             name.to_string(),
             DriftStatus {

@@ -14,7 +14,8 @@ pub struct SiteLabels {
     pub site: String,
 }
 
-/// Labels: a site and an outcome (`ok`, `changed`, `failed`, `refused`, `report_only`).
+/// Labels: a site and an outcome (`ok`, `changed`, `failed`, `refused`, `report_only`,
+/// `drifted`; drift checks: `clean`, `drifted`, `healed`, `failed`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// Site name.

@@ -64,7 +64,8 @@ pub struct SiteStatus {
     pub last_reconcile: u64,
     /// How long it took, in milliseconds.
     pub duration_ms: u64,
-    /// `ok`, `changed`, `failed`, `refused` or `report_only`.
+    /// `ok`, `changed`, `failed`, `refused`, `report_only`, or `drifted` (a drift check
+    /// found objects to repair and, with policy `report`, left them).
     pub outcome: String,
     /// The error, when the site could not be reconciled.
     pub error: Option<String>,
