@@ -166,7 +166,12 @@ spec:
 
     fn templates(&self) -> Vec<Value> {
         let mut t = self.emu.list_objects("v1", "PodTemplate", Some(NS));
-        t.sort_by_key(|t| t["metadata"]["name"].as_str().unwrap_or_default().to_string());
+        t.sort_by_key(|t| {
+            t["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        });
         t
     }
 
@@ -383,13 +388,11 @@ async fn report_policy_shows_drift_in_one_issue_per_site_and_writes_nothing() {
         .find(|i| i.title == "drover: drift on site lab")
         .expect("the lab issue");
     let body = lab_issue.body.clone().unwrap();
-    assert!(
-        body.starts_with("<!-- drover:drift site=lab -->"),
-        "{body}"
-    );
+    assert!(body.starts_with("<!-- drover:drift site=lab -->"), "{body}");
     assert!(
         body.lines()
-            .any(|l| l.starts_with('+') && l.contains("image: ghcr.io/actions/actions-runner:2.321.0")),
+            .any(|l| l.starts_with('+')
+                && l.contains("image: ghcr.io/actions/actions-runner:2.321.0")),
         "{body}"
     );
     assert_eq!(lab_issue.labels, vec!["drover-drift", "infra"]);
@@ -419,7 +422,10 @@ async fn report_policy_shows_drift_in_one_issue_per_site_and_writes_nothing() {
 
     let metrics = svc.metrics().await;
     assert_eq!(
-        metric(&metrics, "drover_drift_objects{site=\"lab\",kind=\"changed\"}"),
+        metric(
+            &metrics,
+            "drover_drift_objects{site=\"lab\",kind=\"changed\"}"
+        ),
         1.0,
         "{metrics}"
     );
@@ -433,19 +439,34 @@ async fn report_policy_shows_drift_in_one_issue_per_site_and_writes_nothing() {
     assert_eq!(metric(&metrics, "drover_site_drifted{site=\"lab\"}"), 1.0);
     assert_eq!(metric(&metrics, "drover_site_drifted{site=\"hpc\"}"), 1.0);
     assert_eq!(
-        metric(&metrics, "drover_drift_issue_writes_total{action=\"created\"}"),
+        metric(
+            &metrics,
+            "drover_drift_issue_writes_total{action=\"created\"}"
+        ),
         2.0
     );
     assert_eq!(metric(&metrics, "drover_drift_issue_errors_total"), 0.0);
+    for family in [
+        "# TYPE drover_drift_objects gauge",
+        "# TYPE drover_site_drifted gauge",
+        "# TYPE drover_drift_checks counter",
+        "# TYPE drover_drift_issue_writes counter",
+        "# TYPE drover_drift_issue_errors counter",
+    ] {
+        assert!(metrics.contains(family), "{family}: {metrics}");
+    }
+    assert!(metrics.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     let status = svc.status().await;
     assert_eq!(
-        status["drift"]["lab"]["issue"]["number"],
-        lab_issue.number,
+        status["drift"]["lab"]["issue"]["number"], lab_issue.number,
         "{status:#}"
     );
     let page = svc.get("/").await.1;
     assert!(page.contains("<h2>Drift</h2>"), "{page}");
-    assert!(page.contains(&format!(">#{}</a>", lab_issue.number)), "{page}");
+    assert!(
+        page.contains(&format!(">#{}</a>", lab_issue.number)),
+        "{page}"
+    );
     assert!(page.contains("lab-set-0"), "{page}");
 
     // The drift changes: the issue body is updated, not a new issue. A duplicate made by
@@ -467,7 +488,10 @@ async fn report_policy_shows_drift_in_one_issue_per_site_and_writes_nothing() {
     eventually("the lab issue updated", LONG, || {
         world.open_issues().iter().any(|i| {
             i.number == lab_issue.number
-                && i.body.as_deref().unwrap_or_default().contains("evil/other:1")
+                && i.body
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("evil/other:1")
         })
     })
     .await;
