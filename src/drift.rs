@@ -319,7 +319,9 @@ mod tests {
         assert_eq!(left.undeclared.len(), 1, "not pruned: still undeclared");
         assert_eq!(left.below_min.get("gpu"), Some(&1));
         let all = ApplyReport {
-            applied: (0..6).map(|i| (site.changes[i].action, target(i))).collect(),
+            applied: (0..6)
+                .map(|i| (site.changes[i].action, target(i)))
+                .collect(),
             ..report
         };
         assert!(!drift.remaining_after(&all).has_drift());

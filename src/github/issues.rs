@@ -76,10 +76,13 @@ impl GithubClient {
         for page in 1.. {
             let path = format!("{base}&per_page={PER_PAGE}&page={page}");
             let (body, _) = self.get_cached(&path).await?;
-            let batch = body.as_array().cloned().ok_or_else(|| GithubError::Decode {
-                path: path.clone(),
-                message: "expected an array of issues".into(),
-            })?;
+            let batch = body
+                .as_array()
+                .cloned()
+                .ok_or_else(|| GithubError::Decode {
+                    path: path.clone(),
+                    message: "expected an array of issues".into(),
+                })?;
             let n = batch.len();
             for item in batch {
                 if item.get("pull_request").is_some_and(|p| !p.is_null()) {
@@ -120,7 +123,12 @@ impl GithubClient {
     ) -> Result<Issue, GithubError> {
         let path = format!("/repos/{repo}/issues/{number}");
         let reply = self
-            .send(http::Method::PATCH, &path, Some(&json!({"body": body})), None)
+            .send(
+                http::Method::PATCH,
+                &path,
+                Some(&json!({"body": body})),
+                None,
+            )
             .await?;
         decode_issue(&path, reply.body)
     }

@@ -237,13 +237,19 @@ pub fn issue_body(drift: &SiteDrift, policy: DriftPolicy) -> String {
     let mut short = drift.clone();
     for c in &mut short.changed {
         if c.diff.len() > 2000 {
-            let cut = (0..=2000).rev().find(|i| c.diff.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=2000)
+                .rev()
+                .find(|i| c.diff.is_char_boundary(*i))
+                .unwrap_or(0);
             c.diff = format!("{}\n… (diff cut; see `drover drift`)", &c.diff[..cut]);
         }
     }
     let mut body = render(&short);
     if body.len() > MAX_BODY {
-        let cut = (0..=MAX_BODY).rev().find(|i| body.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=MAX_BODY)
+            .rev()
+            .find(|i| body.is_char_boundary(*i))
+            .unwrap_or(0);
         body.truncate(cut);
         body.push_str("\n\n… (report cut; see `drover drift`)\n");
     }
@@ -538,11 +544,7 @@ impl Service {
     }
 
     /// The GitHub client of the fleet's connection, built once per revision.
-    fn issues_client(
-        &self,
-        revision: &str,
-        repo: &FleetRepo,
-    ) -> Result<Arc<GithubClient>, String> {
+    fn issues_client(&self, revision: &str, repo: &FleetRepo) -> Result<Arc<GithubClient>, String> {
         let mut cached = self.issues_client.lock().expect("issues client lock");
         if let Some((rev, client)) = cached.as_ref()
             && rev == revision
@@ -577,8 +579,7 @@ impl Service {
         };
         let result = match self.issues_client(revision, repo) {
             Ok(client) => {
-                match tokio::time::timeout(SYNC_LIMIT, self.sync_with(&client, &cfg, desired))
-                    .await
+                match tokio::time::timeout(SYNC_LIMIT, self.sync_with(&client, &cfg, desired)).await
                 {
                     Ok(r) => r,
                     Err(_) => Err(format!(
@@ -702,7 +703,11 @@ pub fn render_section(out: &mut String, status: &super::status::Status) {
             esc(&issues.label)
         );
         if let Some(err) = &issues.error {
-            let _ = write!(out, " · <span class=\"err\">sync failed: {}</span>", esc(err));
+            let _ = write!(
+                out,
+                " · <span class=\"err\">sync failed: {}</span>",
+                esc(err)
+            );
         }
         out.push_str("</p>");
     }
@@ -811,7 +816,10 @@ mod tests {
         let body = issue_body(&drift("lab", "-a\n+b\n"), DriftPolicy::Report);
         assert!(body.starts_with("<!-- drover:drift site=lab -->"), "{body}");
         assert_eq!(parse_marker(&body), Some("lab"));
-        assert_eq!(parse_marker("see <!-- drover:drift site=h100  --> x"), Some("h100"));
+        assert_eq!(
+            parse_marker("see <!-- drover:drift site=h100  --> x"),
+            Some("h100")
+        );
         assert_eq!(parse_marker("a hand-written issue"), None);
         assert_eq!(parse_marker("<!-- drover:drift site=x"), None);
     }
@@ -820,7 +828,10 @@ mod tests {
     fn the_body_holds_the_diff_and_no_timestamp() {
         let d = drift("lab", "-image: a\n+image: b\n");
         let body = issue_body(&d, DriftPolicy::Heal);
-        assert!(body.contains("```diff\n-image: a\n+image: b\n```"), "{body}");
+        assert!(
+            body.contains("```diff\n-image: a\n+image: b\n```"),
+            "{body}"
+        );
         assert!(body.contains("`heal`"));
         assert_eq!(body, issue_body(&d, DriftPolicy::Heal), "deterministic");
         let huge = drift("lab", &"+x\n".repeat(40_000));
@@ -868,8 +879,16 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(links["lab"].as_ref().unwrap().number, 3, "unchanged: no write");
-        assert_eq!(links["h100"].as_ref().unwrap().number, 5, "unknown: left alone");
+        assert_eq!(
+            links["lab"].as_ref().unwrap().number,
+            3,
+            "unchanged: no write"
+        );
+        assert_eq!(
+            links["h100"].as_ref().unwrap().number,
+            5,
+            "unknown: left alone"
+        );
         assert_eq!(links["hpc"], None);
         assert!(!links.contains_key("eks"));
     }

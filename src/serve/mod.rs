@@ -207,14 +207,11 @@ impl Service {
                 location: source.location(),
                 ..Default::default()
             },
-            drift_issues: config
-                .drift_issues
-                .as_ref()
-                .map(|d| drift::IssuesStatus {
-                    repo: d.repo.clone(),
-                    label: d.label().to_string(),
-                    ..Default::default()
-                }),
+            drift_issues: config.drift_issues.as_ref().map(|d| drift::IssuesStatus {
+                repo: d.repo.clone(),
+                label: d.label().to_string(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let service = Arc::new(Self {

@@ -103,16 +103,14 @@ fn unescape(v: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&v[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&v[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -143,12 +141,7 @@ pub(crate) fn route(
     query: &[(String, String)],
     body: Option<&Value>,
 ) -> Option<Reply> {
-    let q = |k: &str| {
-        query
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| unescape(v))
-    };
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| unescape(v));
     let r = match (method, segs) {
         ("GET", ["repos", o, r, "issues"]) => {
             let repo = format!("{o}/{r}");
@@ -226,9 +219,9 @@ pub(crate) fn route(
                 .unwrap_or_default();
             let repo = format!("{o}/{r}");
             let id = s.id();
-            let number =
-                s.issues
-                    .add(id, &repo, &title, body["body"].as_str(), &labels, false);
+            let number = s
+                .issues
+                .add(id, &repo, &title, body["body"].as_str(), &labels, false);
             s.issues.writes.push(("POST".into(), repo.clone(), number));
             let i = &s.issues.repos[&repo][number as usize - 1];
             let mut r = reply(201, issue(&s.base, i));

@@ -459,7 +459,11 @@ fn route(
             body,
         ),
         _ => match super::issues::route(s, method.as_str(), segs, query, body) {
-            Some((status, body, headers)) => Reply { status, body: Some(body), headers },
+            Some((status, body, headers)) => Reply {
+                status,
+                body: Some(body),
+                headers,
+            },
             None => error(404, "Not Found"),
         },
     }
