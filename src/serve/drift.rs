@@ -350,6 +350,39 @@ pub fn healable(drift: &SiteDrift, prune: bool) -> bool {
             || (prune && !drift.undeclared.is_empty()))
 }
 
+/// Runner counts for a heal: each runner set's desired count (the autoscaler's, else
+/// `min`), raised to the runners it has now. A heal fills runners that are missing and
+/// never scales a set down: runner counts above the desired one are the autoscaler's
+/// business, not drift.
+pub fn heal_runner_counts(
+    plan: &crate::plan::SitePlan,
+    repo: &FleetRepo,
+    options: &crate::sites::RunOptions,
+) -> BTreeMap<String, u32> {
+    let mut counts = options.desired_runners.clone();
+    let mut live: BTreeMap<&str, u32> = BTreeMap::new();
+    for change in &plan.changes {
+        let runner = (change.target.kind == "SlurmJob" || change.target.kind == "Pod")
+            && change.target.name.contains('#');
+        if runner && change.action != crate::plan::Action::Create {
+            let set = change.target.name.split('#').next().unwrap_or_default();
+            *live.entry(set).or_default() += 1;
+        }
+    }
+    for (set, n) in live {
+        let Some(spec) = repo.runner_sets.get(set) else {
+            continue;
+        };
+        let desired = options
+            .desired_runners
+            .get(set)
+            .copied()
+            .unwrap_or(spec.value.spec.min);
+        counts.insert(set.to_string(), desired.max(n));
+    }
+    counts
+}
+
 impl Service {
     /// A scheduled drift round: sites whose current revision was applied are checked for
     /// drift (and healed where the policy says so); the others are applied. Then, on the
@@ -429,6 +462,8 @@ impl Service {
             && healable(&found, prune);
         let (plan, report, left) = if heal {
             tracing::info!(site = %name, objects = found.objects(), "healing drift");
+            let mut options = options.clone();
+            options.desired_runners = heal_runner_counts(&plan, repo, &options);
             match reconcile::apply(repo, &options, Some(name)).await {
                 Ok((mut plans, mut reports)) => {
                     let report = reports.pop();
@@ -939,6 +974,44 @@ mod tests {
         assert!(healable(&d, false));
         d.error = Some("down".into());
         assert!(!healable(&d, false));
+    }
+
+    #[test]
+    fn a_heal_fills_missing_runners_and_never_scales_down() {
+        use crate::plan::{Action, Change, SiteKind, SitePlan};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fleet");
+        let v = crate::fleet::validate_dir(&root, &crate::fleet::LoadOptions::default()).unwrap();
+        let runner = |action: Action, name: &str| Change {
+            action,
+            target: Target {
+                kind: "SlurmJob".into(),
+                namespace: None,
+                name: name.into(),
+            },
+            diff: None,
+            reason: None,
+        };
+        let mut plan = SitePlan::new("hpc", SiteKind::Slurm, SitePolicy::Apply);
+        plan.changes = vec![
+            // cpu-small (min 2): one live, one missing.
+            runner(Action::Unchanged, "cpu-small#0"),
+            runner(Action::Create, "cpu-small#1"),
+            // cpu-medium (min 1): scaled to 3 by the autoscaler, the plan at min cancels two.
+            runner(Action::Unchanged, "cpu-medium#0"),
+            runner(Action::Delete, "cpu-medium#1"),
+            runner(Action::Delete, "cpu-medium#2"),
+        ];
+        let options = crate::sites::RunOptions {
+            desired_runners: [("gpu-a100-slurm".to_string(), 2)].into(),
+            ..crate::sites::RunOptions::default()
+        };
+        let counts = heal_runner_counts(&plan, &v.repo, &options);
+        assert_eq!(counts["cpu-small"], 2, "min, to fill the missing one");
+        assert_eq!(counts["cpu-medium"], 3, "what it has: no scale-down");
+        assert_eq!(
+            counts["gpu-a100-slurm"], 2,
+            "the autoscaler's count is kept"
+        );
     }
 
     #[test]
