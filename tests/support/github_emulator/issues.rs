@@ -72,7 +72,7 @@ pub fn issue(base: &str, i: &Issue) -> Value {
         .iter()
         .enumerate()
         .map(|(n, l)| {
-            json!({"id": n as u64 + 1, "node_id": format!("LA_{n}"), "url": format!("{repo_url}/labels/{l}"),
+            json!({"id": n as u64 + 1, "node_id": format!("LA_{n}"), "url": format!("{repo_url}/labels/{}", l.replace(' ', "%20")),
                    "name": l, "description": null, "color": "ededed", "default": false})
         })
         .collect();
