@@ -9,7 +9,8 @@
 //!   updated (once) when the drift changes; a stale issue of a clean site and a duplicate
 //!   made by hand are closed; a pull request carrying the label is left alone; a new
 //!   revision with `drift: heal` repairs both and the issues are closed.
-//! - `heal`: the schedule repairs both drifts by itself and no issue is needed.
+//! - `heal`: the schedule repairs both drifts by itself and no issue is needed; a failing
+//!   GitHub is shown and counted and never stops the drift checks.
 //!
 //! Needs the Slurm test bed (`scripts/slurm-testbed.sh up`, `eval "$(… env)"`).
 
@@ -593,6 +594,25 @@ async fn heal_policy_repairs_drift_on_the_schedule() {
     // Healed within the check: the drift never outlived a round, so no issue was needed.
     assert_eq!(world.posts(), 0);
     assert!(world.open_issues().is_empty());
+
+    // GitHub fails (every retry of a listing): the sync error is shown and counted, and
+    // drift checks go on; the next sync clears it.
+    world.github.inject(github_emulator::Fault::Server(502), 3);
+    let failed = svc
+        .wait_for("the sync error", LONG, |s| {
+            s["drift_issues"]["error"].as_str().is_some()
+        })
+        .await;
+    let error = failed["drift_issues"]["error"].as_str().unwrap();
+    assert!(error.contains("502"), "{error}");
+    assert!(!error.contains(PAT), "no token in errors");
+    assert!(metric(&svc.metrics().await, "drover_drift_issue_errors_total") >= 1.0);
+    assert!(svc.get("/").await.1.contains("sync failed"));
+    rounds(&svc, 1.0).await;
+    svc.wait_for("the sync recovered", LONG, |s| {
+        s["drift_issues"]["error"].is_null()
+    })
+    .await;
     svc.shutdown().await;
     world.github.assert_conformant();
 }

@@ -521,18 +521,8 @@ impl Service {
 /// applies take back fields another field manager changed out of band
 /// (`force_conflicts`); with `report` such conflicts are reported and left alone.
 fn site_options(options: &RunOptions, repo: &FleetRepo, name: &str) -> RunOptions {
-    let fleet = repo
-        .fleet
-        .as_ref()
-        .map(|f| f.value.spec.reconcile.drift)
-        .unwrap_or_default();
-    let drift = repo
-        .sites
-        .get(name)
-        .and_then(|s| s.value.spec.drift)
-        .unwrap_or(fleet);
     let mut options = options.clone();
-    options.apply.force_conflicts |= drift == DriftPolicy::Heal;
+    options.apply.force_conflicts |= drift::policy_of(repo, name) == DriftPolicy::Heal;
     options
 }
 
