@@ -595,9 +595,9 @@ async fn heal_policy_repairs_drift_on_the_schedule() {
     assert_eq!(world.posts(), 0);
     assert!(world.open_issues().is_empty());
 
-    // GitHub fails (every retry of a listing): the sync error is shown and counted, and
-    // drift checks go on; the next sync clears it.
-    world.github.inject(github_emulator::Fault::Server(502), 3);
+    // GitHub fails (every retry of three syncs' listings): the sync error is shown and
+    // counted, and drift checks go on; the next sync clears it.
+    world.github.inject(github_emulator::Fault::Server(502), 9);
     let failed = svc
         .wait_for("the sync error", LONG, |s| {
             s["drift_issues"]["error"].as_str().is_some()
