@@ -758,7 +758,9 @@ pub fn render_section(out: &mut String, status: &super::status::Status) {
         };
         let state = match &d.error {
             Some(e) => format!("<span class=\"err\">failed: {}</span>", esc(e)),
+            None if d.drifted && d.healed > 0 => "<b>drifted</b> (partly healed)".into(),
             None if d.drifted => "<b>drifted</b>".into(),
+            None if d.healed > 0 => "healed".into(),
             None => "clean".into(),
         };
         let changed: Vec<String> = d
@@ -789,14 +791,13 @@ pub fn render_section(out: &mut String, status: &super::status::Status) {
         );
         let _ = write!(
             out,
-            "<tr class=\"{class}\"><td><b>{}</b></td><td>{}</td><td>{state}, {}</td><td>{}</td><td>{}</td>\
+            "<tr class=\"{class}\"><td><b>{}</b></td><td>{}</td><td>{state}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{issue}</td></tr>",
             esc(name),
             match d.policy {
                 DriftPolicy::Report => "report",
                 DriftPolicy::Heal => "heal",
             },
-            d.outcome,
             if changed.is_empty() {
                 "0".into()
             } else {
@@ -1012,6 +1013,57 @@ mod tests {
             counts["gpu-a100-slurm"], 2,
             "the autoscaler's count is kept"
         );
+    }
+
+    #[test]
+    fn the_page_section_shows_drift_and_the_issue() {
+        let mut status = super::super::status::Status::default();
+        let mut report = drift("lab", "-a\n+b\n");
+        report.below_min.insert("gpu<x>".into(), 2);
+        status.drift.insert(
+            "lab".into(),
+            DriftStatus {
+                policy: DriftPolicy::Report,
+                checked_at: 0,
+                duration_ms: 3,
+                outcome: "drifted".into(),
+                drifted: true,
+                objects: 3,
+                healed: 0,
+                error: None,
+                report,
+                issue: Some(IssueLink {
+                    number: 7,
+                    url: "https://github.com/o/r/issues/7".into(),
+                }),
+            },
+        );
+        status.drift_issues = Some(IssuesStatus {
+            repo: "o/r".into(),
+            label: "drover-drift".into(),
+            last_sync: Some(1),
+            error: Some("GitHub GET /x: HTTP 502".into()),
+        });
+        let mut out = String::new();
+        render_section(&mut out, &status);
+        assert!(
+            out.contains(
+                "<tr class=\"warn\"><td><b>lab</b></td><td>report</td><td><b>drifted</b></td>"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("<a href=\"https://github.com/o/r/issues/7\">#7</a>"),
+            "{out}"
+        );
+        assert!(out.contains("gpu&lt;x&gt; (2)"), "escaped: {out}");
+        assert!(
+            out.contains("sync failed: GitHub GET /x: HTTP 502"),
+            "{out}"
+        );
+        let mut empty = String::new();
+        render_section(&mut empty, &super::super::status::Status::default());
+        assert!(empty.is_empty(), "no section before any check");
     }
 
     #[test]
