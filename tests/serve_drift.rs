@@ -520,11 +520,21 @@ async fn report_policy_shows_drift_in_one_issue_per_site_and_writes_nothing() {
     );
     assert_eq!(world.posts(), 2);
 
+    // Someone removes the label from drover's lab issue: drover still knows it (no second
+    // issue) and still closes it below.
+    world
+        .github
+        .set_issue_labels(ISSUES_REPO, lab_issue.number, &["infra"]);
+    rounds(&svc, 2.0).await;
+    assert_eq!(world.posts(), 2, "no second lab issue");
+
     // A new revision with `drift: heal` repairs both sites; the issues are closed.
     world.write_fleet("heal");
     eventually("the images repaired", LONG, || world.images_are_fleets()).await;
     eventually("the runner resubmitted", LONG, || world.jobs().len() == 1).await;
     eventually("the issues closed", LONG, || world.open_issues().is_empty()).await;
+    let lab_closed = &world.github.issues(ISSUES_REPO)[lab_issue.number as usize - 1];
+    assert_eq!(lab_closed.state_reason.as_deref(), Some("completed"));
     let status = svc
         .wait_for("clean drift checks", LONG, |s| {
             s["drift"]["lab"]["outcome"] == "clean"

@@ -98,6 +98,13 @@ impl GithubClient {
         Ok(issues)
     }
 
+    /// One issue by number.
+    pub async fn issue(&self, repo: &str, number: u64) -> Result<Issue, GithubError> {
+        let path = format!("/repos/{repo}/issues/{number}");
+        let (body, _) = self.get_cached(&path).await?;
+        decode_issue(&path, body)
+    }
+
     /// Opens an issue with these labels.
     pub async fn create_issue(
         &self,

@@ -648,10 +648,32 @@ impl Service {
         cfg: &DriftIssues,
         desired: &BTreeMap<String, Desired>,
     ) -> Result<(), String> {
-        let open = client
+        let mut open = client
             .open_issues(&cfg.repo, cfg.label())
             .await
             .map_err(|e| e.to_string())?;
+        // An issue drover knows (it made or kept it) but the listing lacks: the listing may
+        // lag behind a create, or someone removed the label. Look it up before anything
+        // could create a second one.
+        let known: Vec<(String, u64)> = {
+            let st = self.status.read().expect("status lock");
+            st.drift
+                .iter()
+                .filter_map(|(site, d)| Some((site.clone(), d.issue.as_ref()?.number)))
+                .filter(|(_, n)| !open.iter().any(|i| i.number == *n))
+                .collect()
+        };
+        for (site, number) in known {
+            let issue = client
+                .issue(&cfg.repo, number)
+                .await
+                .map_err(|e| e.to_string())?;
+            if issue.state == "open"
+                && issue.body.as_deref().and_then(parse_marker) == Some(site.as_str())
+            {
+                open.push(issue);
+            }
+        }
         let (actions, mut links) = plan_issues(&open, desired);
         let mut first_error: Option<String> = None;
         for action in actions {

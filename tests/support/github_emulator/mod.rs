@@ -345,6 +345,19 @@ impl GithubEmulator {
         })
     }
 
+    /// Replaces an issue's labels directly, as a person would.
+    pub fn set_issue_labels(&self, repo: &str, number: u64, labels: &[&str]) {
+        self.with(|s| {
+            let issue = s
+                .issues
+                .repos
+                .get_mut(repo)
+                .and_then(|l| l.iter_mut().find(|i| i.number == number))
+                .expect("no such issue");
+            issue.labels = labels.iter().map(|l| l.to_string()).collect();
+        });
+    }
+
     /// Issue writes made through the API: (method, repo, number).
     pub fn issue_writes(&self) -> Vec<(String, String, u64)> {
         self.with(|s| s.issues.writes.clone())
