@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::plan::{Action, Finding, Plan, SitePlan, Target};
+use crate::plan::{Action, ApplyReport, Finding, Plan, SitePlan, Target};
 
 /// Drift across every site considered.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,7 +60,43 @@ impl SiteDrift {
             || !self.findings.is_empty()
     }
 
-    fn from_plan(plan: &SitePlan) -> Self {
+    /// Objects changed out of band, missing or no longer declared, plus runners missing
+    /// below min: what an apply can repair (findings are not counted).
+    pub fn objects(&self) -> usize {
+        self.changed.len()
+            + self.missing.len()
+            + self.undeclared.len()
+            + self.below_min.values().sum::<usize>()
+    }
+
+    /// The drift left after `report` was applied: every change it applied is repaired
+    /// (an applied runner submission fills one missing runner); failed ones stay.
+    pub fn remaining_after(&self, report: &ApplyReport) -> SiteDrift {
+        let applied = |action: Action, target: &Target| {
+            report
+                .applied
+                .iter()
+                .any(|(a, t)| *a == action && t == target)
+        };
+        let mut left = self.clone();
+        left.changed.retain(|c| !applied(Action::Update, &c.target));
+        left.missing.retain(|t| !applied(Action::Create, t));
+        left.undeclared.retain(|t| !applied(Action::Delete, t));
+        for (action, target) in &report.applied {
+            if *action != Action::Create || !is_runner(target) {
+                continue;
+            }
+            let set = target.name.split('#').next().unwrap_or_default();
+            if let Some(n) = left.below_min.get_mut(set) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        left.below_min.retain(|_, n| *n > 0);
+        left
+    }
+
+    /// The drift of one site's plan (made with pruning on).
+    pub fn from_plan(plan: &SitePlan) -> Self {
         let mut drift = SiteDrift {
             site: plan.site.clone(),
             error: plan.error.clone(),
@@ -251,6 +287,45 @@ mod tests {
             "{text}"
         );
         assert!(report.markdown().contains("| hpc | 1 | 1 | 1 | 2 | 1 |"));
+    }
+
+    #[test]
+    fn an_apply_repairs_what_it_applied_and_leaves_what_failed() {
+        let mut site = SitePlan::new("hpc", SiteKind::Slurm, SitePolicy::Apply);
+        site.changes = vec![
+            change(Action::Update, "PodTemplate", "a", Some("-x\n+y\n")),
+            change(Action::Update, "PodTemplate", "b", Some("-x\n+y\n")),
+            change(Action::Create, "Namespace", "ci", None),
+            change(Action::Delete, "ResourceQuota", "old", None),
+            change(Action::Create, "SlurmJob", "gpu#0", None),
+            change(Action::Create, "SlurmJob", "gpu#1", None),
+        ];
+        let drift = SiteDrift::from_plan(&site);
+        assert_eq!(drift.objects(), 6);
+        let target = |i: usize| site.changes[i].target.clone();
+        let report = ApplyReport {
+            site: "hpc".into(),
+            applied: vec![
+                (Action::Update, target(0)),
+                (Action::Create, target(2)),
+                (Action::Create, target(4)),
+            ],
+            failed: vec![(Action::Update, target(1), "conflict".into())],
+            refused: None,
+        };
+        let left = drift.remaining_after(&report);
+        assert_eq!(left.changed.len(), 1);
+        assert_eq!(left.changed[0].target.name, "b");
+        assert!(left.missing.is_empty());
+        assert_eq!(left.undeclared.len(), 1, "not pruned: still undeclared");
+        assert_eq!(left.below_min.get("gpu"), Some(&1));
+        let all = ApplyReport {
+            applied: (0..6)
+                .map(|i| (site.changes[i].action, target(i)))
+                .collect(),
+            ..report
+        };
+        assert!(!drift.remaining_after(&all).has_drift());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! runner set of min 1 running `sleep 300`.
 //!
 //! In-process: push → applied on both sites; invalid push → refused, last good kept,
-//! error in /status and /metrics; forged webhook → 401 and no fetch; scheduled reconcile
-//! repairs an out-of-band edit; git remote down → last good revision kept, error shown.
+//! error in /status and /metrics; forged webhook → 401 and no fetch; the scheduled drift
+//! check (`drift: heal`) repairs an out-of-band edit; git remote down → last good revision kept, error shown.
 //! As a child process (`drover serve --config`): SIGKILL mid-apply then restart converges
 //! without duplicate runners; SIGTERM finishes the in-flight reconcile and exits 0.
 //!
@@ -326,8 +326,9 @@ async fn pushes_invalid_revisions_drift_and_an_unreachable_remote() {
     );
     assert!(svc.get("/").await.1.contains("failed validation"));
 
-    // Drift: an out-of-band edit is repaired by the scheduled reconcile (the fleet's
-    // last good revision; the bad one stays refused).
+    // Drift: an out-of-band edit is repaired by the scheduled drift check (the fleet sets
+    // `drift: heal`; `report` is tested in serve_drift.rs) with the last good revision;
+    // the bad one stays refused.
     let template = world.emu.list_objects("v1", "PodTemplate", Some(NS))[0].clone();
     let mut edited = template.clone();
     edited["template"]["spec"]["containers"][0]["image"] = "evil/image:latest".into();

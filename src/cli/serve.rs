@@ -30,7 +30,8 @@ pub struct ServeArgs {
     /// Seconds between polls of the source for new revisions [default: 60].
     #[arg(long, env = "DROVER_POLL_INTERVAL")]
     pub poll_interval: Option<u64>,
-    /// Seconds between full reconciles of every site, even without commits [default: 300].
+    /// Seconds between drift checks of every site (a new revision is applied instead)
+    /// [default: 300].
     #[arg(long, env = "DROVER_RECONCILE_INTERVAL")]
     pub reconcile_interval: Option<u64>,
     /// Environment variable holding the GitHub webhook secret.
@@ -86,6 +87,10 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Box<dyn FleetSour
         (None, None) => None,
     };
     let kubeconfig = args.kubeconfig.clone().or(file.kubeconfig);
+    if let Some(issues) = &file.drift_issues {
+        issues.check().map_err(anyhow::Error::msg)?;
+    }
+    let drift_issues = file.drift_issues.clone();
     let config = ServeConfig {
         listen: args
             .listen
@@ -118,6 +123,7 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Box<dyn FleetSour
             kubeconfig: kubeconfig.clone(),
             context: l.context,
         }),
+        drift_issues,
     };
     Ok((config, source))
 }

@@ -13,9 +13,11 @@ pub mod api;
 pub mod client;
 pub mod connect;
 pub mod error;
+pub mod issues;
 pub mod pulls;
 
 pub use api::{JitConfig, JitRequest, QueuedJob, Runner, RunnerGroup, Scope};
 pub use client::{Auth, GithubClient, RateLimit, RetryPolicy, api_root};
 pub use connect::ConnectError;
 pub use error::GithubError;
+pub use issues::{CloseReason, Issue};

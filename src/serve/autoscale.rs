@@ -38,6 +38,9 @@ pub fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autosca
 /// The autoscaler loop: GitHub refreshes and polls on their intervals, a decision after
 /// every change, and a runners-only apply of each site whose runners may need to change.
 /// Only the leader acts.
+/// Runner counts are runtime state, like the Pods of a Deployment: with autoscaling on they
+/// are kept at the decision whatever the site's drift policy. Without it, runner counts
+/// change only with applies (new revision, manual trigger, `heal`).
 pub async fn run(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let Some(autoscaler) = service.autoscaler.clone() else {
         return;

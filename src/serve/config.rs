@@ -49,6 +49,8 @@ pub struct ConfigFile {
     pub kubeconfig: Option<PathBuf>,
     /// Leader election, for more than one replica.
     pub lease: Option<LeaseFile>,
+    /// One GitHub issue per drifting site.
+    pub drift_issues: Option<super::drift::DriftIssues>,
     /// Runner autoscaling from GitHub demand; off without this key.
     pub autoscale: Option<AutoscaleFile>,
 }
@@ -233,6 +235,16 @@ mod tests {
         let git = file.source.unwrap().git.unwrap();
         assert_eq!(git.reference(), GitReference::Tag("v1".into()));
         assert_eq!(file.lease.unwrap().duration_seconds, 15);
+    }
+
+    #[test]
+    fn drift_issues_parse_with_a_default_label() {
+        let file = ConfigFile::parse("driftIssues: {repo: acme/fleet}\n").unwrap();
+        let issues = file.drift_issues.unwrap();
+        assert_eq!(issues.repo, "acme/fleet");
+        assert_eq!(issues.labels, vec!["drover-drift".to_string()]);
+        let err = ConfigFile::parse("driftIssues: {repo: a/b, label: x}\n").unwrap_err();
+        assert!(err.to_string().contains("label"), "{err}");
     }
 
     #[test]

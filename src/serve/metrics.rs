@@ -14,7 +14,8 @@ pub struct SiteLabels {
     pub site: String,
 }
 
-/// Labels: a site and an outcome (`ok`, `changed`, `failed`, `refused`, `report_only`).
+/// Labels: a site and an outcome (`ok`, `changed`, `failed`, `refused`, `report_only`,
+/// `drifted`; drift checks: `clean`, `drifted`, `healed`, `failed`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// Site name.
@@ -62,6 +63,23 @@ pub struct RunnerLabels {
     pub state: String,
 }
 
+/// Labels: a site and a kind of drift (`changed`, `missing`, `undeclared`,
+/// `runners_below_min`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    /// Site name.
+    pub site: String,
+    /// Kind of drift.
+    pub kind: String,
+}
+
+/// Labels: what was done to a drift issue (`created`, `updated`, `closed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssueLabels {
+    /// The write.
+    pub action: String,
+}
+
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
@@ -89,6 +107,16 @@ pub struct Metrics {
     pub watch_events: Counter,
     /// 1 while this replica holds the lease (or runs without one), else 0.
     pub leader: Gauge,
+    /// Drift found by the last drift check, per site and kind (after a heal: what is left).
+    pub drift_objects: Family<DriftLabels, Gauge>,
+    /// 1 when the site drifted at its last drift check (findings included), else 0.
+    pub site_drifted: Family<SiteLabels, Gauge>,
+    /// Drift checks per site and outcome (`clean`, `drifted`, `healed`, `failed`).
+    pub drift_checks: Family<OutcomeLabels, Counter>,
+    /// Writes to drift issues, per action.
+    pub drift_issue_writes: Family<IssueLabels, Counter>,
+    /// Failed GitHub calls while syncing drift issues.
+    pub drift_issue_errors: Counter,
     /// The autoscaler's metrics (`drover_autoscale_*`).
     pub autoscale: crate::autoscale::metrics::AutoscaleMetrics,
 }
@@ -113,6 +141,11 @@ impl Metrics {
             runners: Family::default(),
             watch_events: Counter::default(),
             leader: Gauge::default(),
+            drift_objects: Family::default(),
+            site_drifted: Family::default(),
+            drift_checks: Family::default(),
+            drift_issue_writes: Family::default(),
+            drift_issue_errors: Counter::default(),
             autoscale: crate::autoscale::metrics::AutoscaleMetrics::new(),
             registry: Registry::default(),
         };
@@ -175,6 +208,31 @@ impl Metrics {
             "leader",
             "1 while this replica applies (holds the lease)",
             m.leader.clone(),
+        );
+        registry.register(
+            "drift_objects",
+            "Drift at the last drift check by kind",
+            m.drift_objects.clone(),
+        );
+        registry.register(
+            "site_drifted",
+            "1 when the site drifted at its last drift check",
+            m.site_drifted.clone(),
+        );
+        registry.register(
+            "drift_checks",
+            "Drift checks by outcome",
+            m.drift_checks.clone(),
+        );
+        registry.register(
+            "drift_issue_writes",
+            "Drift issue writes by action",
+            m.drift_issue_writes.clone(),
+        );
+        registry.register(
+            "drift_issue_errors",
+            "Failed GitHub calls while syncing drift issues",
+            m.drift_issue_errors.clone(),
         );
         m.autoscale.register(&mut registry);
         Self { registry, ..m }

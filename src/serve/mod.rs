@@ -11,6 +11,7 @@
 pub mod autoscale;
 pub mod client;
 pub mod config;
+pub mod drift;
 pub mod http;
 pub mod lease;
 pub mod metrics;
@@ -146,7 +147,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// How often the source is polled for new revisions.
     pub poll_interval: Duration,
-    /// How often every site is reconciled even without new revisions (drift repair).
+    /// How often every site is checked for drift (and healed where its drift policy is
+    /// `heal`) when there is no new revision.
     pub reconcile_interval: Duration,
     /// HMAC secret of GitHub webhooks; without it `/webhook` refuses every delivery.
     pub webhook_secret: Option<Secret>,
@@ -156,6 +158,8 @@ pub struct ServeConfig {
     pub run_options: RunOptions,
     /// Leader election for several replicas; a single replica (`None`) always leads.
     pub lease: Option<lease::LeaseConfig>,
+    /// One GitHub issue per drifting site, when set.
+    pub drift_issues: Option<drift::DriftIssues>,
     /// Runner autoscaling from GitHub demand; off when `None`.
     pub autoscale: Option<crate::autoscale::Settings>,
 }
@@ -165,8 +169,11 @@ pub struct ServeConfig {
 pub enum Trigger {
     /// A poll tick: reconcile only if the source has a new revision.
     Poll,
-    /// A full reconcile of every site (schedule, push webhook, manual request).
+    /// A full reconcile of every site (push webhook, manual request, startup).
     Full,
+    /// The schedule: apply a new revision if there is one, else check every site for
+    /// drift (see [`drift`]).
+    Drift,
 }
 
 /// The running service's shared state.
@@ -182,6 +189,10 @@ pub struct Service {
     last_fetched: Mutex<Option<String>>,
     /// A full reconcile was asked for: a poll that runs while this is set runs in full.
     full_pending: AtomicBool,
+    /// A drift check was asked for (the schedule).
+    drift_pending: AtomicBool,
+    /// The GitHub client for drift issues, with the revision it was built from.
+    issues_client: Mutex<Option<(String, Arc<crate::github::GithubClient>)>>,
     /// The `drover_runners` series set per site (to remove stale ones).
     runner_series: Mutex<HashMap<String, Vec<RunnerLabels>>>,
     /// The autoscaler, when autoscaling is on.
@@ -208,6 +219,11 @@ impl Service {
                 location: source.location(),
                 ..Default::default()
             },
+            drift_issues: config.drift_issues.as_ref().map(|d| drift::IssuesStatus {
+                repo: d.repo.clone(),
+                label: d.label().to_string(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let service = Arc::new(Self {
@@ -220,6 +236,8 @@ impl Service {
             good: Mutex::new(None),
             last_fetched: Mutex::new(None),
             full_pending: AtomicBool::new(false),
+            drift_pending: AtomicBool::new(false),
+            issues_client: Mutex::new(None),
             runner_series: Mutex::new(HashMap::new()),
             autoscaler,
             site_locks: Mutex::new(HashMap::new()),
@@ -253,10 +271,13 @@ impl Service {
     }
 
     /// Queues a reconcile; merged into the pending one if there is one (a full request
-    /// is never lost to a pending poll: the merged run is full).
+    /// is never lost to a pending poll or drift check: the merged run is full; a drift
+    /// check is never lost to a pending poll).
     pub fn trigger(&self, trigger: Trigger) {
-        if trigger == Trigger::Full {
-            self.full_pending.store(true, Ordering::SeqCst);
+        match trigger {
+            Trigger::Full => self.full_pending.store(true, Ordering::SeqCst),
+            Trigger::Drift => self.drift_pending.store(true, Ordering::SeqCst),
+            Trigger::Poll => {}
         }
         if self.triggers.try_send(trigger).is_err() {
             self.metrics.triggers_coalesced.inc();
@@ -267,6 +288,8 @@ impl Service {
     pub async fn run_once(self: &Arc<Self>, trigger: Trigger) {
         let trigger = if self.full_pending.swap(false, Ordering::SeqCst) {
             Trigger::Full
+        } else if self.drift_pending.swap(false, Ordering::SeqCst) {
+            Trigger::Drift
         } else {
             trigger
         };
@@ -278,6 +301,9 @@ impl Service {
             }
             let good = self.good.lock().expect("good lock").clone();
             match good {
+                Some((revision, repo)) if trigger == Trigger::Drift && !new_revision => {
+                    self.drift_round(revision, repo).await
+                }
                 Some((revision, repo)) => self.reconcile_sites(revision, repo).await,
                 None => tracing::warn!("no valid fleet revision yet; nothing reconciled"),
             }
@@ -547,18 +573,8 @@ impl Service {
 /// applies take back fields another field manager changed out of band
 /// (`force_conflicts`); with `report` such conflicts are reported and left alone.
 fn site_options(options: &RunOptions, repo: &FleetRepo, name: &str) -> RunOptions {
-    let fleet = repo
-        .fleet
-        .as_ref()
-        .map(|f| f.value.spec.reconcile.drift)
-        .unwrap_or_default();
-    let drift = repo
-        .sites
-        .get(name)
-        .and_then(|s| s.value.spec.drift)
-        .unwrap_or(fleet);
     let mut options = options.clone();
-    options.apply.force_conflicts |= drift == DriftPolicy::Heal;
+    options.apply.force_conflicts |= drift::policy_of(repo, name) == DriftPolicy::Heal;
     options
 }
 
@@ -720,7 +736,7 @@ async fn tickers(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<b
         tokio::select! {
             _ = stop.changed() => break,
             _ = poll.tick() => service.trigger(Trigger::Poll),
-            _ = full.tick() => service.trigger(Trigger::Full),
+            _ = full.tick() => service.trigger(Trigger::Drift),
         }
     }
 }

@@ -77,6 +77,7 @@ pub fn render(status: &Status) -> String {
     }
     out.push_str("</section>");
     sites_table(&mut out, status);
+    super::drift::render_section(&mut out, status);
     if let Some(autoscale) = &status.autoscale {
         autoscale_table(&mut out, autoscale);
     }

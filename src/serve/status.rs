@@ -27,6 +27,11 @@ pub struct Status {
     pub source: SourceStatus,
     /// Per-site state, by name.
     pub sites: BTreeMap<String, SiteStatus>,
+    /// Per-site result of the last drift check, by name.
+    pub drift: BTreeMap<String, super::drift::DriftStatus>,
+    /// The drift issues' repository and last sync, when drift issues are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_issues: Option<super::drift::IssuesStatus>,
     /// Runner autoscaling, when it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<AutoscaleStatus>,
@@ -73,7 +78,8 @@ pub struct SiteStatus {
     pub last_reconcile: u64,
     /// How long it took, in milliseconds.
     pub duration_ms: u64,
-    /// `ok`, `changed`, `failed`, `refused` or `report_only`.
+    /// `ok`, `changed`, `failed`, `refused`, `report_only`, or `drifted` (a drift check
+    /// found objects to repair and, with policy `report`, left them).
     pub outcome: String,
     /// The error, when the site could not be reconciled.
     pub error: Option<String>,

@@ -209,6 +209,11 @@ fn send(tx: &mpsc::Sender<WatchEvent>, pending: Pending) -> Result<(), ()> {
 /// or a directory created, removed or renamed (which may hold YAML files). Hidden paths
 /// (any component starting with `.`) never matter, like for the fleet loader.
 fn relevant(root: &Path, path: &Path, kind: &EventKind) -> Option<PathBuf> {
+    // Reads (the service's own, when it digests the directory) change nothing; counting
+    // them would make every poll trigger the next one.
+    if matches!(kind, EventKind::Access(_)) {
+        return None;
+    }
     let relative = path.strip_prefix(root).ok()?;
     let hidden = relative.components().any(|c| match c {
         Component::Normal(name) => name.to_string_lossy().starts_with('.'),
@@ -257,5 +262,9 @@ mod tests {
         // A removed or created directory (gone now, no extension) may have held YAML.
         assert!(relevant(root, &root.join("gone-dir"), &create).is_some());
         assert!(relevant(Path::new("/elsewhere"), &root.join("a.yaml"), &modify).is_none());
+        let read = EventKind::Access(notify_debouncer_full::notify::event::AccessKind::Close(
+            notify_debouncer_full::notify::event::AccessMode::Read,
+        ));
+        assert!(relevant(root, &root.join("a.yaml"), &read).is_none());
     }
 }

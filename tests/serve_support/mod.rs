@@ -40,6 +40,7 @@ pub fn config(run_options: RunOptions) -> ServeConfig {
         run_options,
         autoscale: None,
         lease: None,
+        drift_issues: None,
     }
 }
 

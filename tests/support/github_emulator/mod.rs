@@ -4,6 +4,7 @@
 //!   with the App's key (checked against the public key, `iss`, `iat`, `exp`); every other
 //!   call needs an unexpired installation token (or the configured PAT).
 //! - Workflow runs and jobs, org/repo runners (paginated), org runner groups, JIT configs.
+//! - Repository issues ([`issues`]): list by state and label (paginated), create, edit.
 //! - A request budget with `x-ratelimit-*` headers on every response; ETag +
 //!   `If-None-Match` gives `304 Not Modified`, which costs no budget (as on GitHub).
 //! - Injected faults: 5xx, 403 secondary rate limits and 429, with `Retry-After`.
@@ -14,6 +15,7 @@
 //! - A private runner protocol under `/_runner/` used by the stand-in runner
 //!   (`examples/fake_runner.rs`): it stands for the Actions service, not the REST API.
 
+pub mod issues;
 pub mod objects;
 pub mod openapi;
 pub mod pulls;
@@ -127,6 +129,7 @@ pub(crate) struct State {
     pub violations: Vec<String>,
     pub webhook: Option<(String, String)>,
     pub next_id: u64,
+    pub issues: issues::Issues,
     pub pulls: pulls::PullState,
 }
 
@@ -181,6 +184,7 @@ impl GithubEmulator {
             violations: Vec::new(),
             webhook: None,
             next_id: 1000,
+            issues: issues::Issues::default(),
             pulls: pulls::PullState::default(),
         }));
         let app = server::router(state.clone());
@@ -346,6 +350,47 @@ impl GithubEmulator {
             );
             id
         })
+    }
+
+    /// The issues (and pull requests) of `repo`, in number order.
+    pub fn issues(&self, repo: &str) -> Vec<issues::Issue> {
+        self.with(|s| s.issues.repos.get(repo).cloned().unwrap_or_default())
+    }
+
+    /// Opens an issue (or, with `pull_request`, a pull request) directly, as a person
+    /// would; returns its number.
+    pub fn add_issue(
+        &self,
+        repo: &str,
+        title: &str,
+        body: &str,
+        labels: &[&str],
+        pull_request: bool,
+    ) -> u64 {
+        self.with(|s| {
+            let id = s.id();
+            let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+            s.issues
+                .add(id, repo, title, Some(body), &labels, pull_request)
+        })
+    }
+
+    /// Replaces an issue's labels directly, as a person would.
+    pub fn set_issue_labels(&self, repo: &str, number: u64, labels: &[&str]) {
+        self.with(|s| {
+            let issue = s
+                .issues
+                .repos
+                .get_mut(repo)
+                .and_then(|l| l.iter_mut().find(|i| i.number == number))
+                .expect("no such issue");
+            issue.labels = labels.iter().map(|l| l.to_string()).collect();
+        });
+    }
+
+    /// Issue writes made through the API: (method, repo, number).
+    pub fn issue_writes(&self) -> Vec<(String, String, u64)> {
+        self.with(|s| s.issues.writes.clone())
     }
 
     /// Answers the next `times` requests (to the REST API) with `fault`.

@@ -458,14 +458,23 @@ fn route(
             query,
             body,
         ),
-        (m, segs) => match super::pulls::route(s, m, segs, query, body) {
-            Some((status, body)) => Reply {
-                status,
-                body,
-                headers: Vec::new(),
-            },
-            None => error(404, "Not Found"),
-        },
+        (m, segs) => {
+            if let Some((status, body)) = super::pulls::route(s, m, segs, query, body) {
+                return Reply {
+                    status,
+                    body,
+                    headers: Vec::new(),
+                };
+            }
+            match super::issues::route(s, m, segs, query, body) {
+                Some((status, body, headers)) => Reply {
+                    status,
+                    body: Some(body),
+                    headers,
+                },
+                None => error(404, "Not Found"),
+            }
+        }
     }
 }
 
