@@ -18,6 +18,12 @@ use crate::plan::{Action, ApplyReport, Finding, Plan, SitePlan, Target};
 pub struct DriftReport {
     /// One entry per site, in name order.
     pub sites: Vec<SiteDrift>,
+    /// Queued GitHub jobs no runner set can serve (fleet-wide: a job has no site).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unserved: Vec<crate::autoscale::controller::UnservedJob>,
+    /// Why queued jobs were not checked (no GitHub connection, GitHub error), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs_unchecked: Option<String>,
 }
 
 /// One site's drift.
@@ -134,12 +140,48 @@ impl DriftReport {
     pub fn from_plan(plan: &Plan) -> Self {
         Self {
             sites: plan.sites.iter().map(SiteDrift::from_plan).collect(),
+            ..Self::default()
         }
     }
 
-    /// Whether any site drifts.
+    /// Whether any site drifts, or a queued job cannot be served.
     pub fn has_drift(&self) -> bool {
-        self.sites.iter().any(SiteDrift::has_drift)
+        self.sites.iter().any(SiteDrift::has_drift) || !self.unserved.is_empty()
+    }
+
+    fn jobs_text(&self, out: &mut String) {
+        for j in &self.unserved {
+            let _ = writeln!(
+                out,
+                "job {} in {} [{}] cannot be served: {}",
+                j.job_id,
+                j.repo,
+                j.labels.join(", "),
+                j.reason
+            );
+        }
+        if let Some(why) = &self.jobs_unchecked {
+            let _ = writeln!(out, "queued jobs not checked: {why}");
+        }
+    }
+
+    fn jobs_markdown(&self, out: &mut String) {
+        if !self.unserved.is_empty() {
+            out.push_str("\n#### Jobs no runner set can serve\n\n");
+            for j in &self.unserved {
+                let _ = writeln!(
+                    out,
+                    "- job {} in `{}` (`{}`): {}",
+                    j.job_id,
+                    j.repo,
+                    j.labels.join("`, `"),
+                    j.reason
+                );
+            }
+        }
+        if let Some(why) = &self.jobs_unchecked {
+            let _ = writeln!(out, "\n_Queued jobs not checked: {why}._");
+        }
     }
 
     /// Plain text, one section per drifting site.
@@ -173,6 +215,7 @@ impl DriftReport {
                 let _ = writeln!(out, "  finding [{}] {}: {}", f.code, f.subject, f.message);
             }
         }
+        self.jobs_text(&mut out);
         out
     }
 
@@ -226,6 +269,7 @@ impl DriftReport {
                 );
             }
         }
+        self.jobs_markdown(&mut out);
         out
     }
 }

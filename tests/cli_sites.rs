@@ -242,3 +242,83 @@ async fn drift_reports_out_of_band_changes_and_changes_nothing() {
         "{report:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_reports_jobs_no_runner_set_can_serve() {
+    use support::github_emulator::{Config, GithubEmulator};
+    let github = GithubEmulator::start(Config {
+        pat: Some("ghp_cli_drift".into()),
+        ..Config::default()
+    })
+    .await;
+    github.add_org("acme", &[]);
+    let served = github.queue_job("acme/app", &["self-hosted", "small"]);
+    let unserved = github.queue_job("acme/app", &["self-hosted", "small", "gpu"]);
+    let kube = KubeEmulator::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("gh.token");
+    std::fs::write(&token, "ghp_cli_drift").unwrap();
+    let fleet = FLEET
+        .replace(
+            "  github:\n    tokenRef: gh\n",
+            &format!("  github:\n    url: \"{}\"\n    tokenRef: gh\n", github.url),
+        )
+        .replace(
+            "  env: {name: GITHUB_TOKEN}",
+            &format!("  file: {{path: \"{}\"}}", token.display()),
+        );
+    let (_tmp, dir, kubeconfig) = fleet_dir(&fleet);
+    kube.write_kubeconfig(&kubeconfig).unwrap();
+    let apply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+
+    let extra = ["--github-repo", "acme/app", "--exit-code"];
+    let drift = drover(args("drift", &dir, &kubeconfig, &extra)).await;
+    let out = text(&drift);
+    assert_eq!(
+        drift.status.code(),
+        Some(2),
+        "an unservable job is drift: {out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "job {unserved} in acme/app [self-hosted, small, gpu] cannot be served"
+        )) && out.contains("missing gpu"),
+        "{out}"
+    );
+    assert!(!out.contains(&format!("job {served} ")), "{out}");
+    let json = drover(args(
+        "drift",
+        &dir,
+        &kubeconfig,
+        &["--github-repo", "acme/app", "--format", "json"],
+    ))
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["unserved"][0]["job_id"], unserved, "{report:#}");
+    github.assert_conformant();
+
+    // Without repositories, or without a reachable GitHub, the report says jobs were not
+    // checked and still reports the sites.
+    let none = drover(args("drift", &dir, &kubeconfig, &[])).await;
+    assert_eq!(none.status.code(), Some(0), "{}", text(&none));
+    assert!(
+        text(&none).contains("queued jobs not checked: no repositories"),
+        "{}",
+        text(&none)
+    );
+    drop(github);
+    let down = drover(args(
+        "drift",
+        &dir,
+        &kubeconfig,
+        &["--github-repo", "acme/app"],
+    ))
+    .await;
+    assert_eq!(down.status.code(), Some(0), "{}", text(&down));
+    let out = text(&down);
+    assert!(
+        out.contains("site emu: no drift") && out.contains("queued jobs not checked"),
+        "{out}"
+    );
+}

@@ -628,6 +628,43 @@ impl Autoscaler {
     }
 }
 
+/// The queued jobs of `repos` (plus those of repository-scoped sets) that no runner set
+/// of the fleet can serve, read once from GitHub (`drover drift`).
+pub async fn unserved_jobs(repo: &FleetRepo, repos: &[String]) -> Result<Vec<UnservedJob>, String> {
+    let config = ScaleConfig::from_repo(repo);
+    let repos = config.poll_repos(repos.iter());
+    if repos.is_empty() {
+        return Err(
+            "no repositories to check (no repository-scoped runner set; pass --github-repo)".into(),
+        );
+    }
+    let client = github::connect::client(repo, RetryPolicy::default())
+        .map_err(|e| format!("GitHub connection: {e}"))?;
+    let queued: Vec<JobRequest> = client
+        .queued_jobs(&repos)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|j| JobRequest {
+            id: j.id,
+            repo: j.repo,
+            enterprise: None,
+            labels: j.labels,
+        })
+        .collect();
+    let scaling = config.decide(&queued, &BTreeMap::new());
+    Ok(scaling
+        .unmatched
+        .iter()
+        .map(|(job, u)| UnservedJob {
+            job_id: job.id,
+            repo: job.repo.clone(),
+            labels: job.labels.clone(),
+            reason: super::matching::describe(&u.reason),
+        })
+        .collect())
+}
+
 /// The registry the site drivers see.
 impl RunnerRegistry for Autoscaler {
     fn registered(&self, name: &str) -> Option<RegisteredRunner> {

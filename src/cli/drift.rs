@@ -1,6 +1,7 @@
 //! `drover drift`: what differs between the fleet repo and each site. Never changes anything.
 
 use clap::Args;
+use drover::autoscale::controller::unserved_jobs;
 use drover::drift::DriftReport;
 use drover::reconcile;
 
@@ -20,6 +21,11 @@ pub struct DriftArgs {
     /// Exit 2 when any site drifts (for cron and CI); 0 otherwise.
     #[arg(long)]
     pub exit_code: bool,
+    /// Repositories (`owner/name`) whose queued jobs are checked for jobs no runner set can
+    /// serve, besides those of repository-scoped runner sets. Needs the fleet's GitHub
+    /// connection.
+    #[arg(long = "github-repo", value_name = "OWNER/NAME")]
+    pub github_repos: Vec<String>,
 }
 
 /// Runs `drover drift`: plans every site with pruning on (so undeclared owned objects
@@ -30,8 +36,13 @@ pub fn run(args: &DriftArgs) -> anyhow::Result<Exit> {
     };
     let mut options = args.fleet.run_options();
     options.apply.prune = Some(true);
-    let plan = runtime()?.block_on(reconcile::plan(&repo, &options, args.fleet.site.as_deref()))?;
-    let report = DriftReport::from_plan(&plan);
+    let rt = runtime()?;
+    let plan = rt.block_on(reconcile::plan(&repo, &options, args.fleet.site.as_deref()))?;
+    let mut report = DriftReport::from_plan(&plan);
+    match rt.block_on(unserved_jobs(&repo, &args.github_repos)) {
+        Ok(jobs) => report.unserved = jobs,
+        Err(why) => report.jobs_unchecked = Some(why),
+    }
     match args.format {
         PlanFormat::Text => print!("{}", report.text()),
         PlanFormat::Markdown => print!("{}", report.markdown()),

@@ -211,6 +211,7 @@ pub fn issue_body(drift: &SiteDrift, policy: DriftPolicy) -> String {
     let render = |drift: &SiteDrift| {
         let report = DriftReport {
             sites: vec![drift.clone()],
+            ..DriftReport::default()
         };
         let policy = match policy {
             DriftPolicy::Report => {
