@@ -11,6 +11,8 @@
 mod serve_support;
 mod support;
 
+use support::fake_runner;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,19 +34,6 @@ fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run `scripts/slurm-testbed.sh up` and eval its env (scripts/test.sh does)")
     })
-}
-
-fn fake_runner() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let bin = target.join("debug/examples/fake_runner");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --example fake_runner` (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 fn suffix() -> String {

@@ -4,7 +4,8 @@
 
 mod support;
 
-use std::path::PathBuf;
+use support::fake_runner;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,22 +98,6 @@ async fn personal_access_tokens_work() {
     let bad = GithubClient::new(&emu.url, &Auth::Token(Secret::new("ghp_wrong")), fast()).unwrap();
     let err = bad.runners(&org()).await.unwrap_err().to_string();
     assert!(err.contains("401") && !err.contains("ghp_wrong"), "{err}");
-}
-
-/// The stand-in runner binary, built by `scripts/test.sh` (`cargo build --example
-/// fake_runner`) before the tests run. A test must not run cargo itself: under the test
-/// runner's environment that rebuilds dependencies.
-fn fake_runner() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let bin = target.join("debug/examples/fake_runner");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --example fake_runner` (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 /// Receives webhook deliveries and checks their signatures with drover's verifier.

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::fake_runner;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -240,21 +242,6 @@ async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The stand-in runner binary, built by `scripts/test.sh` (`cargo build --example
-/// fake_runner`) before the tests run.
-fn fake_runner() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let bin = target.join("debug/examples/fake_runner");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --example fake_runner` (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 /// The JIT config a Secret carries (the emulator stores base64 `data`).

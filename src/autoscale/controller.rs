@@ -482,17 +482,7 @@ impl Autoscaler {
 
     /// Queued jobs no runner set can serve, at the last decision.
     pub fn unserved(&self) -> Vec<UnservedJob> {
-        self.inner()
-            .scaling
-            .unmatched
-            .iter()
-            .map(|(job, u)| UnservedJob {
-                job_id: job.id,
-                repo: job.repo.clone(),
-                labels: job.labels.clone(),
-                reason: super::matching::describe(&u.reason),
-            })
-            .collect()
+        unserved(&self.inner().scaling)
     }
 
     /// The last decisions.
@@ -652,8 +642,11 @@ pub async fn unserved_jobs(repo: &FleetRepo, repos: &[String]) -> Result<Vec<Uns
             labels: j.labels,
         })
         .collect();
-    let scaling = config.decide(&queued, &BTreeMap::new());
-    Ok(scaling
+    Ok(unserved(&config.decide(&queued, &BTreeMap::new())))
+}
+
+fn unserved(scaling: &Scaling) -> Vec<UnservedJob> {
+    scaling
         .unmatched
         .iter()
         .map(|(job, u)| UnservedJob {
@@ -662,7 +655,7 @@ pub async fn unserved_jobs(repo: &FleetRepo, repos: &[String]) -> Result<Vec<Uns
             labels: job.labels.clone(),
             reason: super::matching::describe(&u.reason),
         })
-        .collect())
+        .collect()
 }
 
 /// The registry the site drivers see.

@@ -9,3 +9,19 @@ pub mod github_emulator;
 pub mod kube_emulator;
 pub mod kubelet;
 pub mod registry;
+
+/// The stand-in runner binary, built by `scripts/test.sh` (`cargo build --example
+/// fake_runner`) before the tests run. A test must not run cargo itself: under the test
+/// runner's environment that rebuilds dependencies.
+pub fn fake_runner() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let bin = target.join("debug/examples/fake_runner");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --example fake_runner` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
