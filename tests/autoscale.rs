@@ -301,8 +301,8 @@ spec:
         }
         std::fs::write(dir.path().join("fleet.yaml"), yaml).unwrap();
         let slurm = RestDriver::new(RestConfig::new(
-            &var("DROVER_SLURM_REST_URL"),
-            &var("DROVER_SLURM_USER"),
+            var("DROVER_SLURM_REST_URL"),
+            var("DROVER_SLURM_USER"),
             drover::credentials::Secret::new(var("DROVER_SLURM_TOKEN")),
         ))
         .unwrap();
@@ -616,7 +616,7 @@ async fn scale_down_retires_idle_runners_and_never_a_busy_one() {
         work_ms: 6000,
         ..cpu_set(3)
     };
-    let world = World::with(&[warm.clone()]).await;
+    let world = World::with(std::slice::from_ref(&warm)).await;
     let svc = world.serve(Duration::from_secs(3600), &[]).await;
     let hook = format!("{}/webhook", svc.base);
     world.emu.set_webhook(&hook, HOOK_SECRET);
