@@ -22,7 +22,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::github_emulator::{Config, GithubEmulator};
@@ -182,7 +181,6 @@ async fn run() {
             gh.delivery(job, "queued", SECRET)
         })
         .collect();
-    let gh = Arc::new(gh);
     let hook = format!("{base}/webhook");
     let period = Duration::from_nanos(1_000_000_000 / RATE);
     let t0 = tokio::time::Instant::now() + Duration::from_millis(50);
