@@ -109,6 +109,8 @@ pub struct Seen {
     pub path: String,
     /// The response status.
     pub status: u16,
+    /// When the request arrived (before it was handled).
+    pub at: std::time::Instant,
 }
 
 /// The emulator's whole state.

@@ -51,6 +51,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let at = std::time::Instant::now();
     // GitHub Enterprise Server serves the REST API under `/api/v3`; accept both forms.
     let path = uri
         .path()
@@ -94,6 +95,7 @@ async fn handle(
         method: method.to_string(),
         path: path.clone(),
         status: reply.status,
+        at,
     });
     finish(reply, rate_headers)
 }

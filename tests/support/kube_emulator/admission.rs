@@ -16,7 +16,7 @@
 //!   synchronously after every delete and create ([`Store::collect_garbage`]);
 //!   `propagationPolicy: Orphan` removes the references to the deleted owner instead.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
@@ -119,17 +119,19 @@ impl Store {
     pub fn collect_garbage(&mut self) -> usize {
         let mut collected = 0;
         loop {
-            let uids: BTreeSet<String> = self
+            // Borrowed uids: this runs after every create and delete.
+            let uids: HashSet<&str> = self
                 .objects
                 .values()
-                .filter_map(|o| o["metadata"]["uid"].as_str().map(str::to_string))
+                .filter_map(|o| o.get("metadata")?.get("uid")?.as_str())
                 .collect();
             let orphans: Vec<ObjKey> = self
                 .objects
                 .iter()
                 .filter(|(_, o)| {
-                    o["metadata"]["ownerReferences"]
-                        .as_array()
+                    o.get("metadata")
+                        .and_then(|m| m.get("ownerReferences"))
+                        .and_then(Value::as_array)
                         .is_some_and(|refs| {
                             !refs.is_empty()
                                 && refs

@@ -215,6 +215,8 @@ pub struct RequestRecord {
     pub dry_run: bool,
     /// HTTP status answered (0 when the connection was dropped).
     pub status: u16,
+    /// When the request arrived (before any injected latency).
+    pub at: std::time::Instant,
 }
 
 impl RequestRecord {

@@ -88,6 +88,7 @@ async fn handle(
         field_manager: params.get("fieldManager").cloned(),
         dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
         status: 0,
+        at: std::time::Instant::now(),
     };
     let delay = shared.faults.delay_for(&method, &path);
     if !delay.is_zero() {
