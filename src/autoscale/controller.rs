@@ -139,7 +139,11 @@ pub struct Autoscaler {
     /// Its metrics.
     pub metrics: AutoscaleMetrics,
     wake: Notify,
+    pods: crate::sites::PodCache,
 }
+
+/// How long runners-only rounds reuse a Kubernetes site's list of runner Pods.
+pub const POD_LIST_MAX_AGE: Duration = Duration::from_secs(5);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -161,6 +165,9 @@ impl Autoscaler {
             grants: Mutex::new(HashMap::new()),
             metrics,
             wake: Notify::new(),
+            pods: crate::sites::PodCache(Arc::new(
+                crate::sites::kubernetes::runner_pods::PodCache::new(POD_LIST_MAX_AGE),
+            )),
         })
     }
 
@@ -195,6 +202,11 @@ impl Autoscaler {
                 Some((connection.clone(), Arc::new(client)));
         }
         Ok(())
+    }
+
+    /// The runner Pod lists shared by this autoscaler's rounds.
+    pub fn pod_cache(&self) -> crate::sites::PodCache {
+        self.pods.clone()
     }
 
     /// Whether the fleet has runner sets to scale.

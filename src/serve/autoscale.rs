@@ -33,6 +33,7 @@ pub fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autosca
         .map(|(set, row)| (set, row.explain))
         .collect();
     options.registry = Some(Registry(a.clone()));
+    options.pod_cache = Some(a.pod_cache());
 }
 
 /// The autoscaler loop: GitHub refreshes and polls on their intervals, a decision after

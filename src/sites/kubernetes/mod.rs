@@ -106,11 +106,21 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
                     .map(Some)
             }
         };
-        futures::future::try_join(
-            objects,
-            runner_pods::observe(&client, &fleet, timeout, retry),
-        )
-        .await
+        let pods = async {
+            let cache = ctx.options.pod_cache.as_ref().map(|c| c.0.as_ref());
+            if let Some(pods) = cache
+                .filter(|_| runners_only)
+                .and_then(|c| c.fresh(ctx.name()))
+            {
+                return Ok(pods);
+            }
+            let pods = runner_pods::observe(&client, &fleet, timeout, retry).await?;
+            if let Some(cache) = cache {
+                cache.listed(ctx.name(), &pods);
+            }
+            Ok(pods)
+        };
+        futures::future::try_join(objects, pods).await
     };
     let (observed, pods) = tokio::time::timeout(timeout, observation)
         .await
@@ -234,6 +244,11 @@ pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
         used_names: prepared.pod_names.clone(),
         timeout,
         retry,
+        cache: ctx
+            .options
+            .pod_cache
+            .as_ref()
+            .map(|c| (c.0.as_ref(), ctx.name())),
     };
     runner_pods::apply(&prepared.client, &prepared.runners, &settings, &mut report).await;
     (prepared.plan, report)

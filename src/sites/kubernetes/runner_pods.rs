@@ -16,8 +16,9 @@
 //! The JIT config is only ever in the Secret's body: never in a plan, a log line, an error
 //! or a report (errors that could quote it are redacted).
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -32,6 +33,62 @@ use super::runners::{self, RunnerOp, RunnerPlan, RunnerPod};
 use crate::plan::{Action, ApplyReport, Target};
 use crate::sites::runners::Removal;
 use crate::sites::{FIELD_MANAGER, Registry};
+
+/// The runner Pods of each site as last listed, kept current with the Pods this process
+/// created and deleted since. `drover serve`'s runners-only rounds use a list younger than
+/// [`PodCache::max_age`] instead of listing every runner Pod again (the list grows with the
+/// site, and a round should cost what it changes). A stale entry is safe: a Pod that
+/// finished meanwhile is counted until the next list (a replacement comes a little later);
+/// a delete carries the observed resourceVersion, so a Pod that changed is not deleted; and
+/// GitHub's busy/idle state comes from the registry, never from the cache.
+#[derive(Debug)]
+pub struct PodCache {
+    /// How long a list is used before the site is listed again.
+    pub max_age: Duration,
+    sites: Mutex<HashMap<String, (Instant, BTreeMap<String, RunnerPod>)>>,
+}
+
+impl PodCache {
+    /// An empty cache whose lists are used for `max_age`.
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            sites: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sites(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, BTreeMap<String, RunnerPod>)>> {
+        self.sites.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The site's Pods, when its last list is younger than `max_age`.
+    pub fn fresh(&self, site: &str) -> Option<Vec<RunnerPod>> {
+        let sites = self.sites();
+        let (at, pods) = sites.get(site)?;
+        (at.elapsed() < self.max_age).then(|| pods.values().cloned().collect())
+    }
+
+    /// Records a list of the site's Pods, taken now.
+    pub fn listed(&self, site: &str, pods: &[RunnerPod]) {
+        let pods = pods.iter().map(|p| (p.name.clone(), p.clone())).collect();
+        self.sites()
+            .insert(site.to_string(), (Instant::now(), pods));
+    }
+
+    fn created(&self, site: &str, pod: RunnerPod) {
+        if let Some((_, pods)) = self.sites().get_mut(site) {
+            pods.insert(pod.name.clone(), pod);
+        }
+    }
+
+    fn deleted(&self, site: &str, name: &str) {
+        if let Some((_, pods)) = self.sites().get_mut(site) {
+            pods.remove(name);
+        }
+    }
+}
 
 /// Lists the runner Pods drover created for `fleet`, in every namespace.
 pub async fn observe(
@@ -70,6 +127,8 @@ pub struct RunnerApply<'a> {
     pub timeout: Duration,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// The Pod cache to keep current, with the site's name.
+    pub cache: Option<(&'a PodCache, &'a str)>,
 }
 
 type OpResult = (Action, Target, Result<(), String>);
@@ -116,7 +175,13 @@ async fn run_op(client: &kube::Client, op: &RunnerOp, s: &RunnerApply<'_>) -> Op
     let result = match op {
         RunnerOp::Delete {
             pod, deregister, ..
-        } => delete(client, pod, *deregister, s).await,
+        } => {
+            let result = delete(client, pod, *deregister, s).await;
+            if let (Ok(()), Some((cache, site)), false) = (&result, s.cache, s.dry_run) {
+                cache.deleted(site, &pod.name);
+            }
+            result
+        }
         RunnerOp::Create { .. } | RunnerOp::Keep(..) => Ok(()),
     };
     (change.action, change.target, result)
@@ -197,6 +262,9 @@ async fn create(
     };
     let uid = created.metadata.uid.clone().unwrap_or_default();
     let pod_value = serde_json::to_value(&created).unwrap_or(Value::Null);
+    if let (Some((cache, site)), Some(pod)) = (s.cache, RunnerPod::from_value(&pod_value)) {
+        cache.created(site, pod);
+    }
     let secret = runners::secret_object(&pod_value, &uid, jit.expose());
     let secret: DynamicObject =
         serde_json::from_value(secret).map_err(|_| "building the Secret failed".to_string())?;
@@ -306,5 +374,51 @@ async fn delete(
             "not deleted: the Pod changed since it was planned ({detail}); the next run re-evaluates it"
         )),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sites::kubernetes::runners::Phase;
+
+    fn pod(name: &str) -> RunnerPod {
+        RunnerPod {
+            name: name.into(),
+            namespace: "runners".into(),
+            set: "small".into(),
+            uid: format!("uid-{name}"),
+            resource_version: "1".into(),
+            phase: Phase::Pending,
+            created: 0,
+            terminating: false,
+            detail: None,
+        }
+    }
+
+    fn names(pods: Option<Vec<RunnerPod>>) -> Option<Vec<String>> {
+        pods.map(|p| p.into_iter().map(|p| p.name).collect())
+    }
+
+    #[test]
+    fn the_cache_follows_lists_creates_and_deletes_and_expires() {
+        let cache = PodCache::new(Duration::from_secs(60));
+        assert!(cache.fresh("lab").is_none(), "nothing before a list");
+        cache.created("lab", pod("ignored"));
+        assert!(cache.fresh("lab").is_none(), "creates alone are no list");
+        cache.listed("lab", &[pod("a"), pod("b")]);
+        cache.created("lab", pod("c"));
+        cache.deleted("lab", "a");
+        assert_eq!(
+            names(cache.fresh("lab")),
+            Some(vec!["b".into(), "c".into()])
+        );
+        assert!(cache.fresh("other").is_none());
+        let expired = PodCache::new(Duration::ZERO);
+        expired.listed("lab", &[pod("a")]);
+        assert!(
+            expired.fresh("lab").is_none(),
+            "a list older than max_age is not used"
+        );
     }
 }
