@@ -142,8 +142,9 @@ pub struct Autoscaler {
     pods: crate::sites::PodCache,
 }
 
-/// How long runners-only rounds reuse a Kubernetes site's list of runner Pods.
-pub const POD_LIST_MAX_AGE: Duration = Duration::from_secs(5);
+/// The longest runners-only rounds reuse a Kubernetes site's list of runner Pods; the
+/// service's periodic rounds (every refresh interval) list again anyway.
+pub const POD_LIST_MAX_AGE: Duration = Duration::from_secs(30);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -243,6 +244,11 @@ impl Autoscaler {
                 .rate_limit_remaining
                 .set(i64::from(rate.remaining));
         }
+    }
+
+    /// Wakes the decision loop (after a GitHub read).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Waits until demand changed (a webhook) or `timeout` passed.

@@ -36,20 +36,64 @@ pub fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autosca
     options.pod_cache = Some(a.pod_cache());
 }
 
-/// The autoscaler loop: GitHub refreshes and polls on their intervals, a decision after
-/// every change, and a runners-only apply of each site whose runners may need to change.
-/// Only the leader acts.
+/// The autoscaler: a GitHub task (runner list and queued-job polls on their intervals)
+/// and the decision loop (a decision after every change, and a runners-only apply of each
+/// site whose runners may need to change, every site once per refresh interval). They run
+/// side by side, so a slow GitHub read never delays runner creation. Only the leader acts.
+///
 /// Runner counts are runtime state, like the Pods of a Deployment: with autoscaling on they
 /// are kept at the decision whatever the site's drift policy. Without it, runner counts
 /// change only with applies (new revision, manual trigger, `heal`).
-pub async fn run(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(service: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
     let Some(autoscaler) = service.autoscaler.clone() else {
         return;
     };
+    tokio::join!(
+        github_sync(service.clone(), autoscaler.clone(), stop.clone()),
+        decide_loop(service, autoscaler, stop)
+    );
+}
+
+/// Reads GitHub's runner list and polls queued jobs on their intervals (leader only).
+async fn github_sync(
+    service: Arc<Service>,
+    autoscaler: Arc<Autoscaler>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let settings = service.config.autoscale.clone().unwrap_or_default();
+    let mut next_poll = Instant::now();
+    loop {
+        if service.status().leader && autoscaler.has_sets() {
+            if let Err(e) = autoscaler.refresh_runners().await {
+                tracing::warn!(error = %e, "reading GitHub's runners failed");
+            }
+            if Instant::now() >= next_poll {
+                next_poll = Instant::now() + settings.poll_interval;
+                if let Err(e) = autoscaler.poll_jobs().await {
+                    tracing::warn!(error = %e, "polling queued jobs failed");
+                }
+            }
+            autoscaler.wake();
+        }
+        let pause = settings
+            .refresh_interval
+            .min(next_poll.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(200));
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Decides after every change and applies runner changes to the sites that need them.
+async fn decide_loop(
+    service: Arc<Service>,
+    autoscaler: Arc<Autoscaler>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let settings = service.config.autoscale.clone().unwrap_or_default();
     let tick = Duration::from_secs(1);
-    let mut next_refresh = Instant::now();
-    let mut next_poll = Instant::now();
     let mut last_desired: BTreeMap<String, u32> = BTreeMap::new();
     let mut next_round = Instant::now();
     loop {
@@ -57,32 +101,18 @@ pub async fn run(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<b
             _ = stop.changed() => break,
             _ = autoscaler.woken(tick) => {}
         }
-        if !service.status().leader || !autoscaler.has_sets() {
+        if !service.status().leader || !autoscaler.has_sets() || !autoscaler.warm() {
             continue;
         }
-        let now = Instant::now();
-        let mut all_sites = now >= next_round;
-        if now >= next_refresh {
-            next_refresh = now + settings.refresh_interval;
-            if let Err(e) = autoscaler.refresh_runners().await {
-                tracing::warn!(error = %e, "reading GitHub's runners failed");
-            }
-            all_sites = true;
-        }
-        if now >= next_poll {
-            next_poll = now + settings.poll_interval;
-            if let Err(e) = autoscaler.poll_jobs().await {
-                tracing::warn!(error = %e, "polling queued jobs failed");
-            }
-        }
-        if !autoscaler.warm() {
-            continue;
-        }
+        let all_sites = Instant::now() >= next_round;
         let desired = autoscaler.decide().desired();
         let sites = sites_to_round(&autoscaler, &last_desired, &desired, all_sites);
         last_desired = desired;
         if all_sites {
             next_round = Instant::now() + settings.refresh_interval;
+            // Periodic rounds list every runner Pod again (finished Pods get cleaned up and
+            // replaced); rounds between them, woken by demand, reuse the last list.
+            autoscaler.pod_cache().0.invalidate();
         }
         if !sites.is_empty() {
             runner_round(&service, sites).await;

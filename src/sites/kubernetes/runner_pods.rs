@@ -77,6 +77,11 @@ impl PodCache {
             .insert(site.to_string(), (Instant::now(), pods));
     }
 
+    /// Forgets every list: the next round of each site lists its Pods again.
+    pub fn invalidate(&self) {
+        self.sites().clear();
+    }
+
     fn created(&self, site: &str, pod: RunnerPod) {
         if let Some((_, pods)) = self.sites().get_mut(site) {
             pods.insert(pod.name.clone(), pod);
@@ -414,6 +419,8 @@ mod tests {
             Some(vec!["b".into(), "c".into()])
         );
         assert!(cache.fresh("other").is_none());
+        cache.invalidate();
+        assert!(cache.fresh("lab").is_none(), "invalidated");
         let expired = PodCache::new(Duration::ZERO);
         expired.listed("lab", &[pod("a")]);
         assert!(
