@@ -34,6 +34,9 @@ use crate::plan::{Action, ApplyReport, Target};
 use crate::sites::runners::Removal;
 use crate::sites::{FIELD_MANAGER, Registry};
 
+/// Per site: when its Pods were listed, and the Pods by name.
+type SiteLists = HashMap<String, (Instant, BTreeMap<String, RunnerPod>)>;
+
 /// The runner Pods of each site as last listed, kept current with the Pods this process
 /// created and deleted since. `drover serve`'s runners-only rounds use a list younger than
 /// [`PodCache::max_age`] instead of listing every runner Pod again (the list grows with the
@@ -45,7 +48,7 @@ use crate::sites::{FIELD_MANAGER, Registry};
 pub struct PodCache {
     /// How long a list is used before the site is listed again.
     pub max_age: Duration,
-    sites: Mutex<HashMap<String, (Instant, BTreeMap<String, RunnerPod>)>>,
+    sites: Mutex<SiteLists>,
 }
 
 impl PodCache {
@@ -57,9 +60,7 @@ impl PodCache {
         }
     }
 
-    fn sites(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, BTreeMap<String, RunnerPod>)>> {
+    fn sites(&self) -> std::sync::MutexGuard<'_, SiteLists> {
         self.sites.lock().unwrap_or_else(|e| e.into_inner())
     }
 
