@@ -171,21 +171,46 @@ pub fn markdown(plan: &Plan) -> String {
         }
     }
     for site in &plan.sites {
-        site_markdown(&mut out, site);
+        site_markdown(&mut out, site, PLAN_STYLE);
     }
     out
 }
 
-fn site_markdown(out: &mut String, site: &SitePlan) {
+/// How [`site_markdown`] writes a site's section.
+#[derive(Debug, Clone, Copy)]
+pub struct SiteStyle<'a> {
+    /// Heading marks, e.g. `####`.
+    pub heading: &'a str,
+    /// What follows an observation error.
+    pub unknown: &'a str,
+    /// Escape names and messages ([`escape`]), for text from untrusted input such as a
+    /// pull request's fleet.
+    pub escape: bool,
+}
+
+/// The style of `drover plan --format markdown`.
+const PLAN_STYLE: SiteStyle<'static> = SiteStyle {
+    heading: "####",
+    unknown: "The plan for this site is unknown; nothing will be changed.",
+    escape: false,
+};
+
+/// One site's section: its error, each change (a diff in a collapsible `<details>`), its
+/// findings. Nothing for a site without changes, findings or error.
+pub fn site_markdown(out: &mut String, site: &SitePlan, style: SiteStyle<'_>) {
     if !site.has_changes() && site.findings.is_empty() && site.error.is_none() {
         return;
     }
-    let _ = writeln!(out, "\n#### {}\n", site.site);
+    let text = |s: &str| {
+        if style.escape {
+            escape(s)
+        } else {
+            s.to_string()
+        }
+    };
+    let _ = writeln!(out, "\n{} {}\n", style.heading, text(&site.site));
     if let Some(err) = &site.error {
-        let _ = writeln!(
-            out,
-            "**Error:** {err}  \nThe plan for this site is unknown; nothing will be changed.\n"
-        );
+        let _ = writeln!(out, "**Error:** {}  \n{}\n", text(err), style.unknown);
     }
     for change in site
         .changes
@@ -195,20 +220,21 @@ fn site_markdown(out: &mut String, site: &SitePlan) {
         let reason = change
             .reason
             .as_deref()
-            .map(|r| format!(" — {r}"))
+            .map(|r| format!(" — {}", text(r)))
             .unwrap_or_default();
         let title = format!(
             "<code>{} {}</code> {}{reason}",
             change.action.sign(),
-            change.target,
+            text(&change.target.to_string()),
             change.action.as_str()
         );
         match &change.diff {
             Some(diff) if !diff.is_empty() => {
+                let f = fence(diff);
+                let nl = if diff.ends_with('\n') { "" } else { "\n" };
                 let _ = writeln!(
                     out,
-                    "<details><summary>{title}</summary>\n\n```diff\n{}```\n</details>\n",
-                    ensure_newline(diff)
+                    "<details><summary>{title}</summary>\n\n{f}diff\n{diff}{nl}{f}\n</details>\n"
                 );
             }
             _ => {
@@ -227,18 +253,44 @@ fn site_markdown(out: &mut String, site: &SitePlan) {
             let _ = writeln!(
                 out,
                 "- {icon} `{}` **{}**: {}",
-                f.code, f.subject, f.message
+                text(&f.code),
+                text(&f.subject),
+                text(&f.message)
             );
         }
     }
 }
 
-fn ensure_newline(s: &str) -> String {
-    if s.ends_with('\n') {
-        s.to_string()
-    } else {
-        format!("{s}\n")
+/// Escapes text shown outside code blocks, so names and messages cannot inject markup.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '|' => out.push_str("\\|"),
+            '`' => out.push('\''),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
     }
+    out
+}
+
+/// A code fence longer than any run of backticks in `body` (at least three backticks).
+pub fn fence(body: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in body.chars() {
+        if c == '`' {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    "`".repeat(longest.max(2) + 1)
 }
 
 /// Pretty JSON.

@@ -12,8 +12,9 @@ use std::fmt::Write;
 
 use super::trust::SiteMode;
 use super::{Annotation, PrContext};
-use crate::plan::render::totals;
-use crate::plan::{Action, FindingSeverity, Plan, SitePlan};
+pub use crate::plan::render::escape;
+use crate::plan::render::{SiteStyle, site_markdown, totals};
+use crate::plan::{Plan, SitePlan};
 
 /// The hidden marker that identifies drover's plan comment.
 pub const MARKER: &str = "<!-- drover:plan -->";
@@ -69,38 +70,6 @@ impl Report<'_> {
             }
         }
     }
-}
-
-/// Escapes text shown outside code blocks, so names and messages cannot inject markup.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '|' => out.push_str("\\|"),
-            '`' => out.push('\''),
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A code fence longer than any run of backticks in `body`.
-fn fence(body: &str) -> String {
-    let mut longest = 0;
-    let mut run = 0;
-    for c in body.chars() {
-        if c == '`' {
-            run += 1;
-            longest = longest.max(run);
-        } else {
-            run = 0;
-        }
-    }
-    "`".repeat(longest.max(2) + 1)
 }
 
 fn mode_cell(mode: Option<&SiteMode>) -> &'static str {
@@ -252,64 +221,12 @@ fn footer(out: &mut String) {
 }
 
 fn site_section(out: &mut String, site: &SitePlan) {
-    if !site.has_changes() && site.findings.is_empty() && site.error.is_none() {
-        return;
-    }
-    let _ = writeln!(out, "\n### {}\n", escape(&site.site));
-    if let Some(err) = &site.error {
-        let _ = writeln!(
-            out,
-            "**Error:** {}  \nThe plan for this site is unknown.\n",
-            escape(err)
-        );
-    }
-    for change in site
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::Unchanged)
-    {
-        let reason = change
-            .reason
-            .as_deref()
-            .map(|r| format!(" — {}", escape(r)))
-            .unwrap_or_default();
-        let title = format!(
-            "<code>{} {}</code> {}{reason}",
-            change.action.sign(),
-            escape(&change.target.to_string()),
-            change.action.as_str()
-        );
-        match &change.diff {
-            Some(diff) if !diff.is_empty() => {
-                let f = fence(diff);
-                let nl = if diff.ends_with('\n') { "" } else { "\n" };
-                let _ = writeln!(
-                    out,
-                    "<details><summary>{title}</summary>\n\n{f}diff\n{diff}{nl}{f}\n</details>\n"
-                );
-            }
-            _ => {
-                let _ = writeln!(out, "- {title}");
-            }
-        }
-    }
-    if !site.findings.is_empty() {
-        let _ = writeln!(out, "\n**Findings**\n");
-        for f in &site.findings {
-            let icon = if f.severity == FindingSeverity::Error {
-                "❌"
-            } else {
-                "⚠️"
-            };
-            let _ = writeln!(
-                out,
-                "- {icon} `{}` **{}**: {}",
-                escape(&f.code),
-                escape(&f.subject),
-                escape(&f.message)
-            );
-        }
-    }
+    let style = SiteStyle {
+        heading: "###",
+        unknown: "The plan for this site is unknown.",
+        escape: true,
+    };
+    site_markdown(out, site, style);
 }
 
 /// The comment: [`MARKER`], then the markdown truncated to [`COMMENT_LIMIT`] with a note
@@ -380,6 +297,7 @@ pub fn truncate(text: &str, limit: usize, note: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::render::fence;
 
     #[test]
     fn truncation_respects_the_limit_closes_blocks_and_keeps_characters_whole() {
