@@ -23,6 +23,7 @@ use crate::credentials::Secret;
 use crate::fleet::FleetRepo;
 use crate::fleet::model::GithubConnection;
 use crate::github::{self, GithubClient, GithubError, JitRequest as GithubJit, RetryPolicy, Scope};
+use crate::sites::kubernetes::site_cache::SiteCache;
 use crate::sites::runners::{RegisteredRunner, Removal, RunnerRegistry, set_of_runner};
 use crate::sites::slurm::jit::{JitGrant, JitRequest};
 
@@ -139,12 +140,8 @@ pub struct Autoscaler {
     /// Its metrics.
     pub metrics: AutoscaleMetrics,
     wake: Notify,
-    pods: crate::sites::PodCache,
+    sites: Arc<SiteCache>,
 }
-
-/// The longest runners-only rounds reuse a Kubernetes site's list of runner Pods; the
-/// service's periodic rounds (every refresh interval) list again anyway.
-pub const POD_LIST_MAX_AGE: Duration = Duration::from_secs(30);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -166,9 +163,7 @@ impl Autoscaler {
             grants: Mutex::new(HashMap::new()),
             metrics,
             wake: Notify::new(),
-            pods: crate::sites::PodCache(Arc::new(
-                crate::sites::kubernetes::runner_pods::PodCache::new(POD_LIST_MAX_AGE),
-            )),
+            sites: Arc::new(SiteCache::new()),
         })
     }
 
@@ -205,9 +200,9 @@ impl Autoscaler {
         Ok(())
     }
 
-    /// The runner Pod lists shared by this autoscaler's rounds.
-    pub fn pod_cache(&self) -> crate::sites::PodCache {
-        self.pods.clone()
+    /// The Kubernetes sites' clients and runner Pod watches shared by the service's runs.
+    pub fn site_cache(&self) -> Arc<SiteCache> {
+        self.sites.clone()
     }
 
     /// Whether the fleet has runner sets to scale.

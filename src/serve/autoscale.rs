@@ -33,7 +33,7 @@ pub fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autosca
         .map(|(set, row)| (set, row.explain))
         .collect();
     options.registry = Some(Registry(a.clone()));
-    options.pod_cache = Some(a.pod_cache());
+    options.site_cache = Some(a.site_cache());
 }
 
 /// The autoscaler: a GitHub task (runner list and queued-job polls on their intervals)
@@ -110,9 +110,6 @@ async fn decide_loop(
         last_desired = desired;
         if all_sites {
             next_round = Instant::now() + settings.refresh_interval;
-            // Periodic rounds list every runner Pod again (finished Pods get cleaned up and
-            // replaced); rounds between them, woken by demand, reuse the last list.
-            autoscaler.pod_cache().0.invalidate();
         }
         if !sites.is_empty() {
             runner_round(&service, sites).await;
@@ -140,6 +137,9 @@ async fn runner_round(service: &Arc<Service>, sites: BTreeSet<String>) {
     let Some((_, repo)) = service.good.lock().expect("good lock").clone() else {
         return;
     };
+    if let Some(a) = &service.autoscaler {
+        a.site_cache().retain(&repo.sites.keys().cloned().collect());
+    }
     let mut tasks = Vec::new();
     for site in sites {
         let (service, repo) = (service.clone(), repo.clone());

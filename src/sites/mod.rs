@@ -123,14 +123,10 @@ pub struct RunOptions {
     /// Why each runner set has its desired count (the autoscaler's explanation), added to
     /// the reasons of scale-up and scale-down changes in plans.
     pub scale_notes: BTreeMap<String, String>,
-    /// Runner Pods as last listed per Kubernetes site, for runners-only rounds (see
-    /// [`kubernetes::runner_pods::PodCache`]); every run that lists Pods refreshes it.
-    pub pod_cache: Option<PodCache>,
+    /// `drover serve`'s per-site Kubernetes clients and runner Pod watches (see
+    /// [`kubernetes::site_cache`]); `None` in one-shot commands, which connect and list.
+    pub site_cache: Option<Arc<kubernetes::site_cache::SiteCache>>,
 }
-
-/// A shared [`kubernetes::runner_pods::PodCache`].
-#[derive(Debug, Clone)]
-pub struct PodCache(pub Arc<kubernetes::runner_pods::PodCache>);
 
 /// Default of [`RunOptions::runner_start_deadline`]: ten minutes.
 pub const DEFAULT_RUNNER_START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);

@@ -164,6 +164,17 @@ pub fn site_timeout(ctx: &SiteContext<'_>) -> Duration {
 /// kubeconfig (`ctx.options.kubeconfig`, else `$KUBECONFIG` / `~/.kube/config`) with the
 /// site's context.
 pub async fn connect(ctx: &SiteContext<'_>) -> Result<kube::Client, Error> {
+    client_from(config(ctx).await?)
+}
+
+/// A client from a resolved configuration (see [`config`]).
+pub fn client_from(config: kube::Config) -> Result<kube::Client, Error> {
+    kube::Client::try_from(config).map_err(|e| Error::Config(describe(&e)))
+}
+
+/// Resolves the site's client configuration (see [`connect`]), with the site's timeouts
+/// and kube's own retries off.
+pub async fn config(ctx: &SiteContext<'_>) -> Result<kube::Config, Error> {
     crate::tls::install_crypto_provider();
     let k8s = ctx
         .site
@@ -209,7 +220,7 @@ pub async fn connect(ctx: &SiteContext<'_>) -> Result<kube::Client, Error> {
     config.write_timeout = Some(timeout);
     config.reset_reader_on_write = true;
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| Error::Config(describe(&e)))
+    Ok(config)
 }
 
 /// Runs a request with retries, bounded by `timeout` overall.

@@ -6,8 +6,9 @@
 //! [`observe`] (listing owned objects and site facts), [`normalize`] (projection onto the
 //! desired field set, secret masking, YAML), [`plan`] (the pure diff), [`checks`] (site
 //! findings) and [`apply`] (ordered, bounded, guarded writes); runner Pods: [`runners`]
-//! (the pure runner-pod plan) and [`runner_pods`] (listing them, JIT configs, creates and
-//! deletes). Behaviour for operators is
+//! (the pure runner-pod plan), [`runner_pods`] (listing them, JIT configs, creates and
+//! deletes) and [`site_cache`] (`drover serve`'s per-site client and runner Pod watch).
+//! Behaviour for operators is
 //! documented in `docs/kubernetes.md`.
 
 pub mod apply;
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod render;
 pub mod runner_pods;
 pub mod runners;
+pub mod site_cache;
 
 use super::SiteContext;
 use crate::fleet::model::{Engine, SitePolicy};
@@ -88,9 +90,12 @@ fn now() -> i64 {
 async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
     let rendered = render::render(ctx)
         .map_err(|e| failed(ctx, format!("desired state cannot be rendered: {e}")))?;
-    let client = client::connect(ctx)
-        .await
-        .map_err(|e| failed(ctx, e.to_string()))?;
+    let cache = ctx.options.site_cache.as_deref();
+    let client = match cache {
+        Some(cache) => cache.client(ctx).await,
+        None => client::connect(ctx).await,
+    }
+    .map_err(|e| failed(ctx, e.to_string()))?;
     let timeout = client::site_timeout(ctx);
     let retry = client::RetryPolicy::default();
     let fleet = ctx.fleet_name().to_string();
@@ -107,18 +112,14 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
             }
         };
         let pods = async {
-            let cache = ctx.options.pod_cache.as_ref().map(|c| c.0.as_ref());
+            // Runners-only rounds read the site's watch once it has listed the Pods.
             if let Some(pods) = cache
                 .filter(|_| runners_only)
-                .and_then(|c| c.fresh(ctx.name()))
+                .and_then(|c| c.pods(ctx.name()))
             {
                 return Ok(pods);
             }
-            let pods = runner_pods::observe(&client, &fleet, timeout, retry).await?;
-            if let Some(cache) = cache {
-                cache.listed(ctx.name(), &pods);
-            }
-            Ok(pods)
+            runner_pods::observe(&client, &fleet, timeout, retry).await
         };
         futures::future::try_join(objects, pods).await
     };
@@ -244,11 +245,7 @@ pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
         used_names: prepared.pod_names.clone(),
         timeout,
         retry,
-        cache: ctx
-            .options
-            .pod_cache
-            .as_ref()
-            .map(|c| (c.0.as_ref(), ctx.name())),
+        cache: ctx.options.site_cache.as_deref().map(|c| (c, ctx.name())),
     };
     runner_pods::apply(&prepared.client, &prepared.runners, &settings, &mut report).await;
     (prepared.plan, report)

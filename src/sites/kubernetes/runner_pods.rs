@@ -16,9 +16,8 @@
 //! The JIT config is only ever in the Secret's body: never in a plan, a log line, an error
 //! or a report (errors that could quote it are redacted).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -30,71 +29,10 @@ use super::client::{self, Error, RetryPolicy};
 use super::kinds;
 use super::render::Rendered;
 use super::runners::{self, RunnerOp, RunnerPlan, RunnerPod};
+use super::site_cache::SiteCache;
 use crate::plan::{Action, ApplyReport, Target};
 use crate::sites::runners::Removal;
 use crate::sites::{FIELD_MANAGER, Registry};
-
-/// Per site: when its Pods were listed, and the Pods by name.
-type SiteLists = HashMap<String, (Instant, BTreeMap<String, RunnerPod>)>;
-
-/// The runner Pods of each site as last listed, kept current with the Pods this process
-/// created and deleted since. `drover serve`'s runners-only rounds use a list younger than
-/// [`PodCache::max_age`] instead of listing every runner Pod again (the list grows with the
-/// site, and a round should cost what it changes). A stale entry is safe: a Pod that
-/// finished meanwhile is counted until the next list (a replacement comes a little later);
-/// a delete carries the observed resourceVersion, so a Pod that changed is not deleted; and
-/// GitHub's busy/idle state comes from the registry, never from the cache.
-#[derive(Debug)]
-pub struct PodCache {
-    /// How long a list is used before the site is listed again.
-    pub max_age: Duration,
-    sites: Mutex<SiteLists>,
-}
-
-impl PodCache {
-    /// An empty cache whose lists are used for `max_age`.
-    pub fn new(max_age: Duration) -> Self {
-        Self {
-            max_age,
-            sites: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn sites(&self) -> std::sync::MutexGuard<'_, SiteLists> {
-        self.sites.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The site's Pods, when its last list is younger than `max_age`.
-    pub fn fresh(&self, site: &str) -> Option<Vec<RunnerPod>> {
-        let sites = self.sites();
-        let (at, pods) = sites.get(site)?;
-        (at.elapsed() < self.max_age).then(|| pods.values().cloned().collect())
-    }
-
-    /// Records a list of the site's Pods, taken now.
-    pub fn listed(&self, site: &str, pods: &[RunnerPod]) {
-        let pods = pods.iter().map(|p| (p.name.clone(), p.clone())).collect();
-        self.sites()
-            .insert(site.to_string(), (Instant::now(), pods));
-    }
-
-    /// Forgets every list: the next round of each site lists its Pods again.
-    pub fn invalidate(&self) {
-        self.sites().clear();
-    }
-
-    fn created(&self, site: &str, pod: RunnerPod) {
-        if let Some((_, pods)) = self.sites().get_mut(site) {
-            pods.insert(pod.name.clone(), pod);
-        }
-    }
-
-    fn deleted(&self, site: &str, name: &str) {
-        if let Some((_, pods)) = self.sites().get_mut(site) {
-            pods.remove(name);
-        }
-    }
-}
 
 /// Lists the runner Pods drover created for `fleet`, in every namespace.
 pub async fn observe(
@@ -133,8 +71,8 @@ pub struct RunnerApply<'a> {
     pub timeout: Duration,
     /// Retry policy.
     pub retry: RetryPolicy,
-    /// The Pod cache to keep current, with the site's name.
-    pub cache: Option<(&'a PodCache, &'a str)>,
+    /// The site cache to tell about drover's creates and deletes, with the site's name.
+    pub cache: Option<(&'a SiteCache, &'a str)>,
 }
 
 type OpResult = (Action, Target, Result<(), String>);
@@ -184,7 +122,7 @@ async fn run_op(client: &kube::Client, op: &RunnerOp, s: &RunnerApply<'_>) -> Op
         } => {
             let result = delete(client, pod, *deregister, s).await;
             if let (Ok(()), Some((cache, site)), false) = (&result, s.cache, s.dry_run) {
-                cache.deleted(site, &pod.name);
+                cache.deleted(site, &pod.namespace, &pod.name);
             }
             result
         }
@@ -300,7 +238,12 @@ async fn create(
             )
             .await;
         let pod_note = match deleted {
-            Ok(_) => "; the Pod was deleted".to_string(),
+            Ok(_) => {
+                if let Some((cache, site)) = s.cache {
+                    cache.deleted(site, namespace, name);
+                }
+                "; the Pod was deleted".to_string()
+            }
             Err(e) => format!(
                 "; deleting the Pod failed too ({}): it cannot start and is replaced after the start deadline",
                 client::describe(&e)
@@ -380,53 +323,5 @@ async fn delete(
             "not deleted: the Pod changed since it was planned ({detail}); the next run re-evaluates it"
         )),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sites::kubernetes::runners::Phase;
-
-    fn pod(name: &str) -> RunnerPod {
-        RunnerPod {
-            name: name.into(),
-            namespace: "runners".into(),
-            set: "small".into(),
-            uid: format!("uid-{name}"),
-            resource_version: "1".into(),
-            phase: Phase::Pending,
-            created: 0,
-            terminating: false,
-            detail: None,
-        }
-    }
-
-    fn names(pods: Option<Vec<RunnerPod>>) -> Option<Vec<String>> {
-        pods.map(|p| p.into_iter().map(|p| p.name).collect())
-    }
-
-    #[test]
-    fn the_cache_follows_lists_creates_and_deletes_and_expires() {
-        let cache = PodCache::new(Duration::from_secs(60));
-        assert!(cache.fresh("lab").is_none(), "nothing before a list");
-        cache.created("lab", pod("ignored"));
-        assert!(cache.fresh("lab").is_none(), "creates alone are no list");
-        cache.listed("lab", &[pod("a"), pod("b")]);
-        cache.created("lab", pod("c"));
-        cache.deleted("lab", "a");
-        assert_eq!(
-            names(cache.fresh("lab")),
-            Some(vec!["b".into(), "c".into()])
-        );
-        assert!(cache.fresh("other").is_none());
-        cache.invalidate();
-        assert!(cache.fresh("lab").is_none(), "invalidated");
-        let expired = PodCache::new(Duration::ZERO);
-        expired.listed("lab", &[pod("a")]);
-        assert!(
-            expired.fresh("lab").is_none(),
-            "a list older than max_age is not used"
-        );
     }
 }
