@@ -291,6 +291,43 @@ async fn run() {
         pods.len(),
         names.len(),
     );
+    if std::env::var_os("BENCH_TIMELINE").is_some() {
+        // The slowest delivery of each 250 ms of sending, and what drover asked the
+        // emulators for meanwhile (to find what a slow stretch coincides with).
+        let t = sends[0].0;
+        let by_delivery: Vec<(Instant, Duration)> = sends
+            .iter()
+            .zip(&jits)
+            .map(|(s, j)| (s.0, j.0.saturating_duration_since(s.0)))
+            .collect();
+        for bucket in 0..(span.as_millis() / 250 + 1) as u32 {
+            let from = t + Duration::from_millis(250) * bucket;
+            let to = from + Duration::from_millis(250);
+            let worst = by_delivery
+                .iter()
+                .filter(|(at, _)| *at >= from && *at < to)
+                .map(|(_, l)| *l)
+                .max()
+                .unwrap_or_default();
+            let gh_reads: Vec<String> = gh
+                .seen()
+                .into_iter()
+                .filter(|r| r.at >= from && r.at < to && r.method == "GET")
+                .map(|r| r.path)
+                .collect();
+            let kube_reads = kube
+                .request_log()
+                .into_iter()
+                .filter(|r| r.at >= from && r.at < to && r.method == "GET")
+                .count();
+            println!(
+                "  +{:>5} ms: worst {:>6.1} ms; GitHub GETs {:?}; Kubernetes GETs {kube_reads}",
+                250 * bucket,
+                ms(worst),
+                gh_reads
+            );
+        }
+    }
     if std::env::var_os("BENCH_ROUNDS").is_some() {
         // Runner rounds: each lists the runner Pods, then creates.
         let t = sends[0].0;

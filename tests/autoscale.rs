@@ -13,6 +13,7 @@ mod support;
 
 use support::fake_runner;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ use drover::serve::LocalDir;
 use drover::sites::RunOptions;
 use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::slurm::{JobState, SlurmDriver};
+use serde_json::json;
 use serve_support::{HOOK_SECRET, Running};
 use support::github_emulator::objects::JobStatus;
 use support::github_emulator::{Config, GithubEmulator};
@@ -850,5 +852,88 @@ async fn fifty_jobs_across_three_label_sets_on_kubernetes_and_slurm() {
         "every JIT Secret went with its Pod"
     );
     world.emu.assert_conformant();
+    svc.shutdown().await;
+}
+
+/// drover's own lists of runner Pods (the kubelet's lists carry no label selector; watch
+/// requests are not lists).
+fn runner_pod_lists(kube: &Kube) -> usize {
+    kube.emu
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v1/pods")
+        .filter(|r| r.query.contains("labelSelector") && !r.query.contains("watch=true"))
+        .count()
+}
+
+fn pod_names(kube: &Kube) -> BTreeSet<String> {
+    kube.emu
+        .list_objects("v1", "Pod", Some("runners"))
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubernetes_rounds_follow_runner_pods_by_a_watch_not_by_lists() {
+    let small = SetDef {
+        name: "small",
+        site: "lab",
+        labels: &["small-{fleet}"],
+        ..cpu_set(4)
+    };
+    let world = World::with(&[small]).await;
+    let kube = world.kube.as_ref().unwrap();
+    // A node without room: the Pods stay Pending and the jobs queued.
+    kube._kubelet.hold(true);
+    let svc = world.serve(Duration::from_secs(3600), &[]).await;
+    let hook = format!("{}/webhook", svc.base);
+    for _ in 0..2 {
+        world
+            .queue(Some(&hook), "acme/app", &["small-{fleet}"])
+            .await;
+    }
+    eventually("a Pod per queued job", async || {
+        kube.live_pods("small") == 2
+    })
+    .await;
+    eventually("the runner Pod watch is running", async || {
+        kube.emu
+            .request_log()
+            .iter()
+            .any(|r| r.path == "/api/v1/pods" && r.query.contains("watch=true") && r.status == 200)
+    })
+    .await;
+    let lists = runner_pod_lists(kube);
+    let before = pod_names(kube);
+
+    // Someone else deletes one runner Pod; another one fails.
+    let mut names = before.iter();
+    let (gone, failed) = (names.next().unwrap(), names.next().unwrap());
+    kube.emu
+        .delete_object("v1", "Pod", Some("runners"), gone)
+        .unwrap();
+    kube.emu
+        .set_status(
+            "v1",
+            "Pod",
+            Some("runners"),
+            failed,
+            json!({"phase": "Failed"}),
+        )
+        .unwrap();
+    eventually("both replaced", async || {
+        let now = pod_names(kube);
+        kube.live_pods("small") == 2 && now.is_disjoint(&before)
+    })
+    .await;
+    // Several periodic rounds (every second here) later: still no list.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(kube.live_pods("small"), 2, "no extra runner Pods");
+    assert_eq!(
+        runner_pod_lists(kube),
+        lists,
+        "runner rounds read the watch; they do not list Pods"
+    );
     svc.shutdown().await;
 }

@@ -13,7 +13,8 @@
 //!   reach it. Only `pods` is enforced, not cpu/memory.
 //! - **Garbage collection**: a real cluster deletes, in the background, every object whose
 //!   `ownerReferences` all name objects that no longer exist (by uid). The emulator does it
-//!   synchronously after every delete and create ([`Store::collect_garbage`]);
+//!   synchronously: after every delete for the whole store ([`Store::collect_garbage`]),
+//!   after a create for the new object (`Store::collect_if_orphaned`);
 //!   `propagationPolicy: Orphan` removes the references to the deleted owner instead.
 
 use std::collections::HashSet;
@@ -77,10 +78,7 @@ impl Store {
         let pc = obj["spec"]["priorityClassName"]
             .as_str()
             .unwrap_or_default();
-        for (key, quota) in &self.objects {
-            if key.plural != "resourcequotas" || !key.group.is_empty() || key.namespace != ns {
-                continue;
-            }
+        for (key, quota) in self.in_namespace("resourcequotas", ns) {
             let Some(limit) = quota["spec"]["hard"]["pods"]
                 .as_str()
                 .and_then(|p| p.parse::<usize>().ok())
@@ -91,9 +89,7 @@ impl Store {
                 continue;
             }
             let used = self
-                .objects
-                .iter()
-                .filter(|(k, _)| k.group.is_empty() && k.plural == "pods" && k.namespace == ns)
+                .in_namespace("pods", ns)
                 .filter(|(_, p)| {
                     !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
                 })
@@ -112,6 +108,48 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The core objects of one kind (`plural`) in namespace `ns`, in name order.
+    fn in_namespace<'a>(
+        &'a self,
+        plural: &'a str,
+        ns: &'a str,
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Value)> + 'a {
+        self.objects
+            .range(core_key(plural, ns, "")..)
+            .take_while(move |(k, _)| k.group.is_empty() && k.plural == plural && k.namespace == ns)
+    }
+
+    /// After a create: the new object is collected at once when it has owner references
+    /// and none of them names an existing object (by kind, name and uid, as the collector
+    /// checks them). Only the new object can be such an orphan: nothing else changed, and
+    /// nothing can name the new object's uid yet.
+    pub(super) fn collect_if_orphaned(&mut self, key: &ObjKey) -> bool {
+        let Some(refs) = self.objects.get(key).and_then(|o| {
+            o["metadata"]["ownerReferences"]
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .cloned()
+        }) else {
+            return false;
+        };
+        if refs.iter().any(|r| self.owner_exists(&key.namespace, r)) {
+            return false;
+        }
+        self.remove(key.clone());
+        true
+    }
+
+    /// Whether an owner reference of an object in `namespace` names an existing object.
+    fn owner_exists(&self, namespace: &str, owner: &Value) -> bool {
+        let text = |f: &str| owner[f].as_str().unwrap_or_default();
+        let Some(rt) = self.type_of(text("apiVersion"), text("kind")) else {
+            return false;
+        };
+        self.objects
+            .get(&ObjKey::new(&rt, Some(namespace), text("name")))
+            .is_some_and(|o| o["metadata"]["uid"].as_str() == Some(text("uid")))
     }
 
     /// Deletes every object whose owners are all gone (repeatedly, for chains). Returns how

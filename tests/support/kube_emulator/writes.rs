@@ -64,10 +64,10 @@ impl Store {
             &obj,
         );
         ssa::write_entries(&mut obj, &entries);
-        let written = self.store(rt, key, obj, None, opts.dry_run, warnings)?;
+        let written = self.store(rt, key.clone(), obj, None, opts.dry_run, warnings)?;
         if !opts.dry_run {
             // A dependent whose owners do not exist is collected at once.
-            self.collect_garbage();
+            self.collect_if_orphaned(&key);
         }
         Ok(written)
     }
@@ -147,9 +147,9 @@ impl Store {
         }
         ssa::write_entries(&mut obj, &entries);
         let created = old.is_none();
-        let written = self.store(rt, key, obj, old, opts.dry_run, warnings)?;
+        let written = self.store(rt, key.clone(), obj, old, opts.dry_run, warnings)?;
         if created && !opts.dry_run {
-            self.collect_garbage();
+            self.collect_if_orphaned(&key);
         }
         Ok(written)
     }
