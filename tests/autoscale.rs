@@ -937,3 +937,61 @@ async fn kubernetes_rounds_follow_runner_pods_by_a_watch_not_by_lists() {
     );
     svc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_runner_pod_watch_falls_back_to_lists_and_recovers() {
+    let small = SetDef {
+        name: "small",
+        site: "lab",
+        labels: &["small-{fleet}"],
+        ..cpu_set(4)
+    };
+    let world = World::with(&[small]).await;
+    let kube = world.kube.as_ref().unwrap();
+    kube._kubelet.hold(true);
+    let svc = world.serve(Duration::from_secs(3600), &[]).await;
+    let hook = format!("{}/webhook", svc.base);
+    world
+        .queue(Some(&hook), "acme/app", &["small-{fleet}"])
+        .await;
+    eventually("a Pod for the job", async || kube.live_pods("small") == 1).await;
+    let watches = || {
+        kube.emu
+            .request_log()
+            .iter()
+            .filter(|r| r.path == "/api/v1/pods" && r.query.contains("watch=true"))
+            .count()
+    };
+    eventually("the runner Pod watch is running", async || watches() > 0).await;
+    let lists = runner_pod_lists(kube);
+
+    // The API server's history is compacted and its watches end: drover's watch resumes
+    // from a resourceVersion that is gone (410 Expired), so it fails and starts over.
+    kube.emu.compact_history();
+    kube.emu.end_watches();
+    world
+        .queue(Some(&hook), "acme/app", &["small-{fleet}"])
+        .await;
+    eventually("a Pod for the second job", async || {
+        kube.live_pods("small") == 2
+    })
+    .await;
+    eventually("the Pods listed again and a new watch", async || {
+        runner_pod_lists(kube) > lists && watches() >= 3
+    })
+    .await;
+    let gone = pod_names(kube).into_iter().next().unwrap();
+    kube.emu
+        .delete_object("v1", "Pod", Some("runners"), &gone)
+        .unwrap();
+    eventually("the deleted Pod replaced", async || {
+        kube.live_pods("small") == 2 && !pod_names(kube).contains(&gone)
+    })
+    .await;
+    // Once the new watch has listed, rounds read it again.
+    let lists = runner_pod_lists(kube);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(runner_pod_lists(kube), lists, "rounds read the new watch");
+    assert_eq!(kube.live_pods("small"), 2, "no extra runner Pods");
+    svc.shutdown().await;
+}

@@ -27,6 +27,8 @@ pub struct Shared {
     pub git_version: String,
     pub token: String,
     pub address: String,
+    /// Bumped to end every open watch (as an API server restart does).
+    pub end_watches: watch::Sender<u64>,
 }
 
 /// Returned by the service to make hyper close the connection without a response.

@@ -135,6 +135,7 @@ impl KubeEmulator {
             git_version: config.git_version,
             token: config.token,
             address: address.to_string(),
+            end_watches: watch::channel(0).0,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(http::serve(listener, shared.clone(), shutdown_rx));
@@ -214,6 +215,12 @@ impl KubeEmulator {
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.store().resource_version()
+    }
+
+    /// Ends every open watch (the response ends, as when an API server restarts); clients
+    /// watch again from their last resourceVersion.
+    pub fn end_watches(&self) {
+        self.shared.end_watches.send_modify(|g| *g += 1);
     }
 
     /// Drops the watch history (like etcd compaction): older watches get 410 Expired.

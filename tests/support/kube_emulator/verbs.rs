@@ -320,6 +320,7 @@ fn watch(shared: &Shared, target: &Target, req: &ApiRequest) -> Result<Response<
                 events,
                 tx,
                 Duration::from_secs(timeout),
+                shared.end_watches.subscribe(),
             ));
         }
         Err(e) if e.code == 410 => {
@@ -378,6 +379,7 @@ async fn pump(
     mut events: broadcast::Receiver<Event>,
     tx: mpsc::Sender<Bytes>,
     timeout: Duration,
+    mut end: tokio::sync::watch::Receiver<u64>,
 ) {
     let last_sent = backlog.iter().map(|e| e.rv).max().unwrap_or(0);
     for event in &backlog {
@@ -392,6 +394,7 @@ async fn pump(
     loop {
         tokio::select! {
             _ = &mut deadline => return,
+            _ = end.changed() => return,
             _ = tx.closed() => return,
             received = events.recv() => match received {
                 Ok(event) if event.rv <= last_sent => {}
