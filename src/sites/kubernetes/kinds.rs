@@ -175,9 +175,10 @@ pub const OWNED_VERBS: &[&str] = &["create", "delete", "get", "list", "patch"];
 /// Verbs on Nodes: `list` (observe, when the site has pools) and `patch` (server-side
 /// apply of declared labels and taints to existing nodes; never create or delete).
 pub const NODE_VERBS: &[&str] = &["list", "patch"];
-/// Verbs on runner Pods: `list` (observe drover's runner Pods by label), `create` (scale
-/// up), `delete` (scale down, cleanup). Pods are never read one by one nor patched.
-pub const POD_VERBS: &[&str] = &["create", "delete", "list"];
+/// Verbs on runner Pods: `list` (observe drover's runner Pods by label), `watch` (`drover
+/// serve` follows them between lists), `create` (scale up), `delete` (scale down,
+/// cleanup). Pods are never read one by one nor patched.
+pub const POD_VERBS: &[&str] = &["create", "delete", "list", "watch"];
 /// Verbs on Secrets: `create` (the per-runner JIT config Secret) and `delete` (taking a
 /// Secret back; also what the OwnerReferencesPermissionEnforcement admission plugin asks
 /// of a client that sets `ownerReferences`). Never `get` or `list`: drover reads no Secret.

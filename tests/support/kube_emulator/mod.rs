@@ -43,8 +43,10 @@
 //!   or [`KubeEmulator::set_status`]. CRDs are Established immediately.
 //! - Watch: an expired resourceVersion gets an `ERROR` event carrying a 410 Expired
 //!   Status inside a 200 stream (as real servers do for watches); no bookmarks; a MODIFIED
-//!   object that stops matching a label selector is not turned into DELETED. List ignores
-//!   `resourceVersion`/`resourceVersionMatch` and always serves the latest state.
+//!   object that stops matching a label selector is not turned into DELETED;
+//!   [`KubeEmulator::end_watches`] ends every open watch, as an API server restart does.
+//!   List ignores `resourceVersion`/`resourceVersionMatch` and `limit` (a real server may
+//!   also answer in one page) and always serves the latest state.
 //! - Without `fieldManager`, writes are attributed to the User-Agent prefix or `unknown`.
 //! - `fieldValidation` defaults to Warn (unknown fields pruned, `Warning` header). Unknown
 //!   fields of built-in kinds are found by a k8s-openapi round trip; for custom resources
