@@ -158,6 +158,29 @@ impl GithubClient {
         Ok((items, all_cached))
     }
 
+    /// Every page of a list endpoint whose body is a JSON array (`per_page=100`),
+    /// conditionally requested. A body that is not an array is a decode error.
+    pub(super) async fn list_array(&self, path: &str) -> Result<Vec<Value>, GithubError> {
+        let mut items = Vec::new();
+        for page in 1.. {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = format!("{path}{sep}per_page={PER_PAGE}&page={page}");
+            let (body, _) = self.get_cached(&url).await?;
+            let Value::Array(batch) = body else {
+                return Err(GithubError::Decode {
+                    path: url,
+                    message: "expected an array".into(),
+                });
+            };
+            let n = batch.len();
+            items.extend(batch);
+            if n < PER_PAGE {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
     /// The runner groups of an enterprise or organization. A repository has only the
     /// `Default` group (id 1).
     pub async fn runner_groups(&self, scope: &Scope) -> Result<Vec<RunnerGroup>, GithubError> {

@@ -41,8 +41,6 @@ impl CloseReason {
     }
 }
 
-const PER_PAGE: usize = 100;
-
 /// Percent-encodes a query value (labels may hold spaces, commas are separators).
 fn encode_query(value: &str) -> String {
     let mut out = String::new();
@@ -68,31 +66,17 @@ impl GithubClient {
     /// page (pull requests, which the endpoint also lists, are skipped). Conditional
     /// requests: polling an unchanged list costs no rate limit.
     pub async fn open_issues(&self, repo: &str, label: &str) -> Result<Vec<Issue>, GithubError> {
-        let base = format!(
+        let path = format!(
             "/repos/{repo}/issues?state=open&labels={}&sort=created&direction=asc",
             encode_query(label)
         );
         let mut issues = Vec::new();
-        for page in 1.. {
-            let path = format!("{base}&per_page={PER_PAGE}&page={page}");
-            let (body, _) = self.get_cached(&path).await?;
-            let batch = body
-                .as_array()
-                .cloned()
-                .ok_or_else(|| GithubError::Decode {
-                    path: path.clone(),
-                    message: "expected an array of issues".into(),
-                })?;
-            let n = batch.len();
-            for item in batch {
-                if item.get("pull_request").is_some_and(|p| !p.is_null()) {
-                    continue;
-                }
-                issues.push(decode_issue(&path, item)?);
+        for item in self.list_array(&path).await? {
+            // The endpoint lists pull requests too.
+            if item.get("pull_request").is_some_and(|p| !p.is_null()) {
+                continue;
             }
-            if n < PER_PAGE {
-                break;
-            }
+            issues.push(decode_issue(&path, item)?);
         }
         issues.sort_by_key(|i| i.number);
         Ok(issues)

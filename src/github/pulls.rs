@@ -10,7 +10,6 @@ use super::error::GithubError;
 
 /// GitHub's limit of annotations per check-run request.
 pub const ANNOTATIONS_PER_REQUEST: usize = 50;
-const PER_PAGE: usize = 100;
 
 /// A pull request, as far as plans need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,19 +99,11 @@ impl GithubClient {
         number: u64,
     ) -> Result<Vec<IssueComment>, GithubError> {
         let path = format!("/repos/{repo}/issues/{number}/comments");
-        let mut out = Vec::new();
-        for page in 1.. {
-            let url = format!("{path}?per_page={PER_PAGE}&page={page}");
-            let (body, _) = self.get_cached(&url).await?;
-            let items = body.as_array().cloned().unwrap_or_default();
-            for item in &items {
-                out.push(decode_comment(&path, item)?);
-            }
-            if items.len() < PER_PAGE {
-                break;
-            }
-        }
-        Ok(out)
+        self.list_array(&path)
+            .await?
+            .iter()
+            .map(|item| decode_comment(&path, item))
+            .collect()
     }
 
     /// Creates a comment on an issue or pull request.
