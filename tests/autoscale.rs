@@ -99,7 +99,7 @@ struct World {
 struct Kube {
     emu: KubeEmulator,
     kubeconfig: PathBuf,
-    _kubelet: Kubelet,
+    kubelet: Kubelet,
 }
 
 const KUBE_SITE: &str = r#"---
@@ -134,7 +134,7 @@ impl Kube {
         Kube {
             emu,
             kubeconfig,
-            _kubelet: kubelet,
+            kubelet,
         }
     }
 
@@ -874,8 +874,18 @@ fn pod_names(kube: &Kube) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kubernetes_rounds_follow_runner_pods_by_a_watch_not_by_lists() {
+/// drover's watch requests for runner Pods.
+fn runner_pod_watches(kube: &Kube) -> usize {
+    kube.emu
+        .request_log()
+        .iter()
+        .filter(|r| r.path == "/api/v1/pods" && r.query.contains("watch=true") && r.status == 200)
+        .count()
+}
+
+/// One Kubernetes runner set (`small`, max 4) on a node without room (the Pods stay
+/// Pending and the jobs queued), served; the webhook URL.
+async fn held_kubernetes_world() -> (World, Running, String) {
     let small = SetDef {
         name: "small",
         site: "lab",
@@ -883,11 +893,16 @@ async fn kubernetes_rounds_follow_runner_pods_by_a_watch_not_by_lists() {
         ..cpu_set(4)
     };
     let world = World::with(&[small]).await;
-    let kube = world.kube.as_ref().unwrap();
-    // A node without room: the Pods stay Pending and the jobs queued.
-    kube._kubelet.hold(true);
+    world.kube.as_ref().unwrap().kubelet.hold(true);
     let svc = world.serve(Duration::from_secs(3600), &[]).await;
     let hook = format!("{}/webhook", svc.base);
+    (world, svc, hook)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubernetes_rounds_follow_runner_pods_by_a_watch_not_by_lists() {
+    let (world, svc, hook) = held_kubernetes_world().await;
+    let kube = world.kube.as_ref().unwrap();
     for _ in 0..2 {
         world
             .queue(Some(&hook), "acme/app", &["small-{fleet}"])
@@ -898,10 +913,7 @@ async fn kubernetes_rounds_follow_runner_pods_by_a_watch_not_by_lists() {
     })
     .await;
     eventually("the runner Pod watch is running", async || {
-        kube.emu
-            .request_log()
-            .iter()
-            .any(|r| r.path == "/api/v1/pods" && r.query.contains("watch=true") && r.status == 200)
+        runner_pod_watches(kube) > 0
     })
     .await;
     let lists = runner_pod_lists(kube);
@@ -940,29 +952,16 @@ async fn kubernetes_rounds_follow_runner_pods_by_a_watch_not_by_lists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_runner_pod_watch_falls_back_to_lists_and_recovers() {
-    let small = SetDef {
-        name: "small",
-        site: "lab",
-        labels: &["small-{fleet}"],
-        ..cpu_set(4)
-    };
-    let world = World::with(&[small]).await;
+    let (world, svc, hook) = held_kubernetes_world().await;
     let kube = world.kube.as_ref().unwrap();
-    kube._kubelet.hold(true);
-    let svc = world.serve(Duration::from_secs(3600), &[]).await;
-    let hook = format!("{}/webhook", svc.base);
     world
         .queue(Some(&hook), "acme/app", &["small-{fleet}"])
         .await;
     eventually("a Pod for the job", async || kube.live_pods("small") == 1).await;
-    let watches = || {
-        kube.emu
-            .request_log()
-            .iter()
-            .filter(|r| r.path == "/api/v1/pods" && r.query.contains("watch=true"))
-            .count()
-    };
-    eventually("the runner Pod watch is running", async || watches() > 0).await;
+    eventually("the runner Pod watch is running", async || {
+        runner_pod_watches(kube) > 0
+    })
+    .await;
     let lists = runner_pod_lists(kube);
 
     // The API server's history is compacted and its watches end: drover's watch resumes
@@ -977,7 +976,7 @@ async fn a_broken_runner_pod_watch_falls_back_to_lists_and_recovers() {
     })
     .await;
     eventually("the Pods listed again and a new watch", async || {
-        runner_pod_lists(kube) > lists && watches() >= 3
+        runner_pod_lists(kube) > lists && runner_pod_watches(kube) >= 3
     })
     .await;
     let gone = pod_names(kube).into_iter().next().unwrap();
