@@ -1,11 +1,12 @@
-//! Slurm runner submission and observation on the real test bed (`harness = false`).
+//! Slurm runner submission and observation on the real test beds (`harness = false`), once
+//! per Slurm generation (22.05, 24.11, 26.05; `BENCH_GENERATIONS` picks some).
 //!
 //! ```sh
 //! scripts/slurm-testbed.sh up && eval "$(scripts/slurm-testbed.sh env)"
 //! cargo bench --bench slurm_submit            # BENCH_JOBS=50 BENCH_QUEUE=1000 by default
 //! ```
 //!
-//! Prints, in one run on the same local Slurm:
+//! Prints, per generation, in one run on the same machine:
 //! 1. runner submissions per second through drover's `apply` (REST driver: held submit,
 //!    queue re-read, release), through the bare REST driver's `submit`, and through a plain
 //!    `sbatch` loop, with the ratios;
@@ -13,22 +14,22 @@
 //!    drivers.
 //!
 //! Every job goes to a partition the benchmark creates DOWN, so nothing runs; everything
-//! is cancelled and the partition deleted at the end.
+//! is cancelled and the partition deleted at the end. The `sbatch` loop runs the
+//! generation's own sbatch inside its root (the test bed's wrapper, one `chroot` per call).
+//! It ends with one table row per generation for docs/performance.md.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/slurm_bed.rs"]
+#[allow(dead_code, unused_macros)]
+mod slurm_bed;
+use slurm_bed::Bed;
 
 use drover::credentials::Secret;
 use drover::fleet::{LoadOptions, Validation, validate_dir};
 use drover::sites::slurm::SlurmDriver;
 use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::{RunOptions, SiteContext};
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `scripts/slurm-testbed.sh up` and `eval \"$(scripts/slurm-testbed.sh env)\"` first")
-    })
-}
 
 fn count(name: &str, default: u32) -> u32 {
     std::env::var(name)
@@ -37,26 +38,22 @@ fn count(name: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-fn scontrol(args: &[&str]) {
-    let ok = Command::new("scontrol")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "scontrol {args:?} failed");
-}
-
 /// A fleet with one runner set on `partition`, reached by REST or CLI.
-fn fleet(dir: &std::path::Path, name: &str, partition: &str, rest: bool) -> Validation {
+fn fleet(bed: &Bed, dir: &std::path::Path, name: &str, partition: &str, rest: bool) -> Validation {
     let token = dir.join("jwt");
-    std::fs::write(&token, var("DROVER_SLURM_TOKEN")).unwrap();
-    let user = var("DROVER_SLURM_USER");
+    std::fs::write(&token, &bed.token).unwrap();
+    let user = &bed.user;
     let driver = if rest {
         format!(
             "rest: {{url: \"{}\", user: {user}, tokenRef: jwt}}",
-            var("DROVER_SLURM_REST_URL")
+            bed.url
         )
     } else {
-        format!("cli: {{user: {user}}}")
+        format!(
+            "cli: {{user: {user}, binDir: \"{}\", slurmConf: \"{}\"}}",
+            bed.bin.display(),
+            bed.conf
+        )
     };
     let yaml = format!(
         r#"apiVersion: drover.dev/v1alpha1
@@ -115,8 +112,9 @@ fn ctx<'a>(v: &'a Validation, options: &'a RunOptions) -> SiteContext<'a> {
     }
 }
 
-fn cancel_partition(partition: &str) {
-    let _ = Command::new("scancel")
+fn cancel_partition(bed: &Bed, partition: &str) {
+    let _ = bed
+        .tool("scancel")
         .args([&format!("--partition={partition}")])
         .status();
 }
@@ -125,10 +123,22 @@ fn rate(n: u32, took: Duration) -> f64 {
     f64::from(n) / took.as_secs_f64()
 }
 
-async fn run(partition: &str, jobs: u32, queue: u32) {
+/// One generation's figures, for the closing table.
+struct Row {
+    generation: String,
+    version: String,
+    api: String,
+    apply: f64,
+    driver: f64,
+    sbatch: f64,
+    plan_rest_ms: f64,
+    plan_cli_ms: f64,
+}
+
+async fn run(bed: &Bed, partition: &str, jobs: u32, queue: u32) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let fleet_name = format!("bench-{}", std::process::id());
-    let rest_fleet = fleet(dir.path(), &fleet_name, partition, true);
+    let rest_fleet = fleet(bed, dir.path(), &fleet_name, partition, true);
 
     // 1. drover apply (REST): held submit + re-read + release, CONCURRENCY in flight.
     let opts = options(jobs);
@@ -137,15 +147,16 @@ async fn run(partition: &str, jobs: u32, queue: u32) {
     let apply_took = started.elapsed();
     assert!(report.is_success(), "{report:#?}");
     assert_eq!(report.applied.len(), jobs as usize);
-    cancel_partition(partition);
+    cancel_partition(bed, partition);
 
     // 2. The bare REST driver, one submit after another.
     let driver = RestDriver::new(RestConfig::new(
-        var("DROVER_SLURM_REST_URL"),
-        var("DROVER_SLURM_USER"),
-        Secret::new(var("DROVER_SLURM_TOKEN")),
+        &bed.url,
+        &bed.user,
+        Secret::new(&bed.token),
     ))
     .unwrap();
+    let api = driver.version().await.unwrap().as_str().to_owned();
     let templates = drover::sites::slurm::render::render(&ctx(&rest_fleet, &opts)).unwrap();
     let spec = templates[0].job(1);
     let started = Instant::now();
@@ -153,12 +164,13 @@ async fn run(partition: &str, jobs: u32, queue: u32) {
         driver.submit(&spec).await.unwrap();
     }
     let driver_took = started.elapsed();
-    cancel_partition(partition);
+    cancel_partition(bed, partition);
 
     // 3. A plain sbatch loop (as root, no runuser), one process per job.
     let started = Instant::now();
     for _ in 0..jobs {
-        let ok = Command::new("sbatch")
+        let ok = bed
+            .tool("sbatch")
             .args([
                 "--parsable",
                 "--quiet",
@@ -174,14 +186,17 @@ async fn run(partition: &str, jobs: u32, queue: u32) {
         assert!(ok, "sbatch failed");
     }
     let sbatch_took = started.elapsed();
-    cancel_partition(partition);
+    cancel_partition(bed, partition);
 
     let (a, d, s) = (
         rate(jobs, apply_took),
         rate(jobs, driver_took),
         rate(jobs, sbatch_took),
     );
-    println!("submitting {jobs} runner jobs on the local Slurm (22.05, slurmrestd v0.0.38):");
+    println!(
+        "submitting {jobs} runner jobs on Slurm {} ({}, slurmrestd {api}):",
+        bed.generation, bed.version
+    );
     println!(
         "  drover apply (REST, held + release):  {a:8.1} jobs/s  ({:.2} s)",
         apply_took.as_secs_f64()
@@ -212,7 +227,8 @@ async fn run(partition: &str, jobs: u32, queue: u32) {
         rate(queue, fill_took)
     );
     let cli_dir = tempfile::tempdir().unwrap();
-    let cli_fleet = fleet(cli_dir.path(), &fleet_name, partition, false);
+    let cli_fleet = fleet(bed, cli_dir.path(), &fleet_name, partition, false);
+    let mut medians = Vec::new();
     for (label, v) in [("REST", &rest_fleet), ("CLI ", &cli_fleet)] {
         let mut times = Vec::new();
         for _ in 0..5 {
@@ -229,17 +245,25 @@ async fn run(partition: &str, jobs: u32, queue: u32) {
             times[0].as_secs_f64() * 1e3,
             times[4].as_secs_f64() * 1e3
         );
+        medians.push(times[2].as_secs_f64() * 1e3);
     }
-    cancel_partition(partition);
+    cancel_partition(bed, partition);
+    Row {
+        generation: bed.generation.clone(),
+        version: bed.version.clone(),
+        api,
+        apply: a,
+        driver: d,
+        sbatch: s,
+        plan_rest_ms: medians[0],
+        plan_cli_ms: medians[1],
+    }
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let jobs = count("BENCH_JOBS", if quick { 5 } else { 50 });
-    let queue = count("BENCH_QUEUE", if quick { 20 } else { 1000 });
+/// Runs the benchmark on one generation, with its own DOWN partition.
+fn bench_generation(bed: &Bed, jobs: u32, queue: u32) -> Row {
     let partition = format!("bench{}", std::process::id());
-    scontrol(&[
+    bed.scontrol(&[
         "create",
         &format!("PartitionName={partition}"),
         "Nodes=localhost",
@@ -248,14 +272,45 @@ fn main() {
     let result = std::panic::catch_unwind(|| {
         tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(run(&partition, jobs, queue));
+            .block_on(run(bed, &partition, jobs, queue))
     });
-    cancel_partition(&partition);
+    cancel_partition(bed, &partition);
     std::thread::sleep(Duration::from_secs(1));
-    let _ = Command::new("scontrol")
+    let _ = bed
+        .tool("scontrol")
         .args(["delete", &format!("PartitionName={partition}")])
         .status();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
+    result.unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run briefly.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let jobs = count("BENCH_JOBS", if quick { 5 } else { 50 });
+    let queue = count("BENCH_QUEUE", if quick { 20 } else { 1000 });
+    let generations =
+        std::env::var("BENCH_GENERATIONS").unwrap_or_else(|_| slurm_bed::GENERATIONS.join(" "));
+    let rows: Vec<Row> = generations
+        .split_whitespace()
+        .map(|g| bench_generation(&Bed::load(g), jobs, queue))
+        .collect();
+    println!();
+    println!(
+        "| Slurm | REST | drover apply (jobs/s) | bare REST driver (jobs/s) | sbatch loop (jobs/s) | apply / sbatch | plan, {queue} queued, REST | plan, CLI |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} ({}) | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} ms | {:.0} ms |",
+            r.generation,
+            r.version,
+            r.api,
+            r.apply,
+            r.driver,
+            r.sbatch,
+            r.apply / r.sbatch,
+            r.plan_rest_ms,
+            r.plan_cli_ms
+        );
     }
 }

@@ -1,100 +1,144 @@
 #!/usr/bin/env bash
-# A real single-node Slurm (munged, slurmctld, slurmd, slurmrestd) on loopback for drover's tests.
+# Real single-node Slurm clusters on loopback, one per Slurm generation, each in its own
+# Debian root (scripts/debian-root.sh), so nothing depends on what the host has installed.
 #
-#   scripts/slurm-testbed.sh up       install packages if missing, configure, start, wait until ready
-#   scripts/slurm-testbed.sh env      print `export` lines for the tests (eval "$(... env)")
-#   scripts/slurm-testbed.sh status   show what is running
-#   scripts/slurm-testbed.sh down     stop every daemon started by `up` (by pidfile)
+#   scripts/slurm-testbed.sh build  [GEN...]   build (or find cached) the roots; no daemons
+#   scripts/slurm-testbed.sh up     [GEN...]   build, configure, start, wait until ready
+#   scripts/slurm-testbed.sh env               print `export` lines for the tests
+#   scripts/slurm-testbed.sh status [GEN...]   show what is running
+#   scripts/slurm-testbed.sh down   [GEN...]   stop every daemon `up` started (by pidfile)
 #
-# Must run as root (it installs packages, creates users and starts daemons). Idempotent:
-# `up` twice is harmless. All state lives under $DROVER_SLURM_DIR (default /tmp/drover-slurm).
-# No systemd is needed; daemons are started directly and tracked by pidfile.
+# GEN is a Slurm generation: 22.05 (Debian bookworm), 24.11 (trixie), 26.05 (sid); the
+# default is all three. Each generation has its own root, ports and state directory
+# ($DROVER_SLURM_DIR/GEN, default /tmp/drover-slurm/GEN) and runs munged, slurmctld, slurmd
+# and slurmrestd (JWT auth) inside its root. Daemons run in a mount namespace that has
+# pivoted into the root (not a chroot), so Apptainer works in jobs on 26.05. `bin/` in the
+# state directory holds wrappers (sbatch, squeue, scancel, scontrol, sinfo) that run the
+# generation's own tools inside its root, as root or as any other user. /tmp and the
+# checkout are the same path inside every root as outside.
+#
+# Besides the main slurmrestd, each generation has a fault instance: a slurmrestd whose
+# slurm.conf names a slurmctld that is never started ("slurmctld down"), a port that is
+# closed ("slurmrestd down") and an expired token. 24.11 also runs slurmrestd restricted to
+# data_parser/v0.0.40 and to data_parser/v0.0.41, so older codecs keep a live server, and
+# with data_parser/v0.0.41,data_parser/v0.0.42 (no v0.0.40, as Slurm 25.05 and later).
+# Must run as root. Idempotent: `up` twice is harmless.
 set -euo pipefail
 
-DIR="${DROVER_SLURM_DIR:-/tmp/drover-slurm}"
-REST_ADDR="${DROVER_SLURM_REST_ADDR:-127.0.0.1:6820}"
+cd "$(dirname "$0")/.."
+BASE="${DROVER_SLURM_DIR:-/tmp/drover-slurm}"
 SUBMIT_USER="${DROVER_SLURM_USER:-drover-ci}"
 REST_USER="slurmrest"
-CONF="$DIR/etc/slurm.conf"
-TOKEN_FILE="$DIR/token"
-PACKAGES=(slurm-wlm slurm-client slurmrestd munge curl)
-# v0.0.38 is the newest plugin Slurm 22.05 has; the dbv* plugins need slurmdbd, which we do not run.
-REST_PLUGINS="${DROVER_SLURM_REST_PLUGINS:-openapi/v0.0.38}"
+ALL_GENERATIONS=(22.05 24.11 26.05)
+PACKAGES=(slurm-wlm slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge curl procps ca-certificates)
+TOOLS=(sbatch squeue scancel scontrol sinfo)
 
 log() { echo "slurm-testbed: $*" >&2; }
 die() { log "error: $*"; exit 1; }
-
 need_root() { [[ $(id -u) -eq 0 ]] || die "run as root"; }
-
-# True when the pid in pidfile $1 is alive.
 alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-install_packages() {
-    local missing=()
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Per generation: Debian suite, extra packages, port base and REST plugin arguments.
+suite_of() { case $1 in 22.05) echo bookworm ;; 24.11) echo trixie ;; 26.05) echo sid ;; *) die "unknown generation $1 (known: ${ALL_GENERATIONS[*]})" ;; esac; }
+extra_packages() { [[ $1 == 26.05 ]] && echo apptainer || true; }
+port_base() { case $1 in 22.05) echo 6900 ;; 24.11) echo 6920 ;; 26.05) echo 6940 ;; esac; }
+# The REST API version a generation's newest plugin serves (for readiness pings).
+newest_api() { case $1 in 22.05) echo v0.0.38 ;; 24.11) echo v0.0.42 ;; 26.05) echo v0.0.45 ;; esac; }
+rest_plugins() {
+    case $1 in
+        22.05) echo "-s openapi/v0.0.38" ;;  # the dbv* plugins need slurmdbd, which we do not run
+        *) echo "-s openapi/slurmctld" ;;    # openapi/slurmdbd aborts without slurmdbd
+    esac
 }
 
-create_users() {
+root_of() {
+    local gen=$1
+    # shellcheck disable=SC2046
+    scripts/debian-root.sh "${2:-path}" "slurm-$(suite_of "$gen")" "$(suite_of "$gen")" "${PACKAGES[@]}" $(extra_packages "$gen")
+}
+
+# Runs CMD... inside ROOT, in a private mount namespace pivoted into it (daemons and jobs).
+in_pivot() {
+    local root=$1
+    shift
+    unshare -m --propagation private -- /bin/sh -c '
+        root=$1; shift
+        mount --rbind "$root" "$root" && cd "$root" && mkdir -p .oldroot && pivot_root . .oldroot &&
+            umount -l /.oldroot && cd / &&
+            exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"' sh "$root" "$@"
+}
+
+# Runs CMD... inside ROOT with chroot (short admin commands).
+in_root() {
+    local root=$1
+    shift
+    chroot "$root" /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"
+}
+
+host_user() {
     id -u "$SUBMIT_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$SUBMIT_USER"
-    id -u "$REST_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$REST_USER"
-    local home
-    home=$(getent passwd "$SUBMIT_USER" | cut -d: -f6)
-    mkdir -p "$home" && chown "$SUBMIT_USER:" "$home"
+}
+
+# The same submit user (same uid/gid) inside the root, and slurmrestd's own user.
+root_users() {
+    local root=$1 uid gid
+    uid=$(id -u "$SUBMIT_USER")
+    gid=$(id -g "$SUBMIT_USER")
+    in_root "$root" getent group "$gid" >/dev/null || in_root "$root" groupadd -g "$gid" "$SUBMIT_USER"
+    in_root "$root" id -u "$SUBMIT_USER" >/dev/null 2>&1 ||
+        in_root "$root" useradd -u "$uid" -g "$gid" --create-home --shell /bin/bash "$SUBMIT_USER"
+    in_root "$root" id -u "$REST_USER" >/dev/null 2>&1 ||
+        in_root "$root" useradd --system --no-create-home --shell /usr/sbin/nologin "$REST_USER"
 }
 
 make_dirs() {
-    mkdir -p "$DIR"/{etc,log,run,ctld,spool,munge,munge-run,dev}
-    chmod 755 "$DIR" "$DIR"/{etc,log,run,dev,munge-run}
-    chown slurm: "$DIR"/{ctld,log,run}
-    chown munge: "$DIR/munge" "$DIR/munge-run" && chmod 700 "$DIR/munge"
-    # Fake GPU devices: slurmd wants character devices; clones of /dev/null will do (no cgroups).
+    local root=$1 dir=$2
+    mkdir -p "$dir"/{etc,log,run,ctld,spool,munge,munge-run,dev,bin,fault/ctld,fault/etc}
+    mkdir -p "$BASE/work"
+    chmod 755 "$BASE" "$dir" "$dir"/{etc,log,run,dev,munge-run,bin,fault,fault/etc}
+    chown "$SUBMIT_USER:" "$BASE/work"
+    in_root "$root" chown slurm: "$dir/ctld" "$dir/log" "$dir/run" "$dir/fault/ctld"
+    in_root "$root" chown munge: "$dir/munge" "$dir/munge-run"
+    chmod 700 "$dir/munge"
+    # Fake GPUs: slurmd wants character devices; clones of /dev/null will do (no cgroups).
     for i in 0 1 2 3; do
-        [[ -c $DIR/dev/nvidia$i ]] || { rm -f "$DIR/dev/nvidia$i"; mknod -m 666 "$DIR/dev/nvidia$i" c 1 3; }
+        [[ -c $dir/dev/nvidia$i ]] || { rm -f "$dir/dev/nvidia$i"; mknod -m 666 "$dir/dev/nvidia$i" c 1 3; }
     done
 }
 
 make_keys() {
-    local key="$DIR/munge/munge.key"
-    if [[ ! -s $key ]]; then
-        dd if=/dev/urandom of="$key" bs=1024 count=1 status=none
-    fi
-    chown munge: "$key" && chmod 400 "$key"
-    local jwt="$DIR/etc/jwt_hs256.key"
-    if [[ ! -s $jwt ]]; then
-        dd if=/dev/urandom of="$jwt" bs=32 count=1 status=none
-    fi
-    chown slurm: "$jwt" && chmod 600 "$jwt"
+    local root=$1 dir=$2
+    [[ -s $dir/munge/munge.key ]] || dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
+    in_root "$root" chown munge: "$dir/munge/munge.key"
+    chmod 400 "$dir/munge/munge.key"
+    [[ -s $dir/etc/jwt_hs256.key ]] || dd if=/dev/urandom of="$dir/etc/jwt_hs256.key" bs=32 count=1 status=none
+    in_root "$root" chown slurm: "$dir/etc/jwt_hs256.key"
+    chmod 600 "$dir/etc/jwt_hs256.key"
 }
 
-# Prints slurm.conf for one node on loopback.
+# slurm.conf for one node on loopback; $3 is the state dir of this slurmctld.
 render_conf() {
+    local gen=$1 dir=$2 ctld_dir=$3 ctld_port=$4 slurmd_port=$5
     cat <<EOF
-# Generated by scripts/slurm-testbed.sh; edits are overwritten.
-ClusterName=drover-test
+# Generated by scripts/slurm-testbed.sh for Slurm $gen; edits are overwritten.
+ClusterName=drover$(echo "$gen" | tr -d .)
 SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
 SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$DIR/munge-run/munge.socket.2
+AuthInfo=socket=$dir/munge-run/munge.socket.2
 AuthAltTypes=auth/jwt
-AuthAltParameters=jwt_key=$DIR/etc/jwt_hs256.key
-StateSaveLocation=$DIR/ctld
-SlurmdSpoolDir=$DIR/spool
-SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
-SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+AuthAltParameters=jwt_key=$dir/etc/jwt_hs256.key
+StateSaveLocation=$ctld_dir
+SlurmdSpoolDir=$dir/spool
+SlurmctldPidFile=$ctld_dir/slurmctld.pid
+SlurmdPidFile=$dir/run/slurmd.pid
+SlurmctldLogFile=$ctld_dir/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
@@ -111,11 +155,6 @@ PartitionName=maint Nodes=localhost Default=NO MaxTime=INFINITE State=UP
 EOF
 }
 
-render_gres() {
-    echo "AutoDetect=off"
-    echo "NodeName=localhost Name=gpu Type=a100 File=$DIR/dev/nvidia[0-3]"
-}
-
 # Writes $2 into file $1 when it differs; returns 0 when it changed.
 write_if_changed() {
     if [[ -f $1 ]] && [[ $(cat "$1") == "$2" ]]; then return 1; fi
@@ -124,153 +163,299 @@ write_if_changed() {
 }
 
 write_config() {
-    local changed=1
-    write_if_changed "$CONF" "$(render_conf)" && changed=0
-    write_if_changed "$DIR/etc/gres.conf" "$(render_gres)" && changed=0
-    if ((changed == 0)) && alive "$DIR/run/slurmctld.pid"; then
-        log "configuration changed; restarting Slurm daemons"
-        stop_slurm
+    local gen=$1 dir=$2 base changed=1
+    base=$(port_base "$gen")
+    write_if_changed "$dir/etc/slurm.conf" "$(render_conf "$gen" "$dir" "$dir/ctld" "$base" $((base + 1)))" && changed=0
+    write_if_changed "$dir/etc/gres.conf" "$(printf 'AutoDetect=off\nNodeName=localhost Name=gpu Type=a100 File=%s\n' "$dir/dev/nvidia[0-3]")" && changed=0
+    # 24.11 and later refuse to start slurmd without a cgroup filesystem unless told not to use one.
+    [[ $gen == 22.05 ]] || { write_if_changed "$dir/etc/cgroup.conf" "CgroupPlugin=disabled" && changed=0; }
+    # The fault instance: its slurmctld (port base+5) is never started.
+    render_conf "$gen" "$dir" "$dir/fault/ctld" $((base + 5)) $((base + 1)) >"$dir/fault/etc/slurm.conf"
+    cp "$dir/etc/gres.conf" "$dir/fault/etc/gres.conf"
+    [[ $gen == 22.05 ]] || cp "$dir/etc/cgroup.conf" "$dir/fault/etc/cgroup.conf"
+    if ((changed == 0)) && alive "$dir/ctld/slurmctld.pid"; then
+        log "$gen: configuration changed; restarting Slurm daemons"
+        stop_slurm "$dir"
     fi
+}
+
+write_wrappers() {
+    local root=$1 dir=$2 tool
+    for tool in "${TOOLS[@]}"; do
+        cat >"$dir/bin/$tool" <<EOF
+#!/bin/sh
+# Runs this generation's $tool inside its root (written by scripts/slurm-testbed.sh).
+# root enters with chroot; any other user with a user namespace that maps only itself.
+if [ "\$(id -u)" -eq 0 ]; then
+    exec chroot "$root" /bin/sh -c 'cd "\$0" 2>/dev/null || cd /; exec "\$@"' "\$PWD" /usr/bin/$tool "\$@"
+fi
+exec unshare -U -m --map-current-user --root="$root" /bin/sh -c 'cd "\$0" 2>/dev/null || cd /; exec "\$@"' "\$PWD" /usr/bin/$tool "\$@"
+EOF
+        chmod 755 "$dir/bin/$tool"
+    done
 }
 
 start_munge() {
-    alive "$DIR/munge/munged.pid" && return 0
-    log "starting munged"
-    runuser -u munge -- munged \
-        --key-file="$DIR/munge/munge.key" --socket="$DIR/munge-run/munge.socket.2" \
-        --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log" \
-        --seed-file="$DIR/munge/munged.seed" --force
-    wait_for "munged" 20 test -S "$DIR/munge-run/munge.socket.2"
+    local root=$1 dir=$2
+    alive "$dir/munge/munged.pid" && return 0
+    log "$(basename "$dir"): starting munged"
+    in_pivot "$root" runuser -u munge -- /usr/sbin/munged \
+        --key-file="$dir/munge/munge.key" --socket="$dir/munge-run/munge.socket.2" \
+        --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
+        --seed-file="$dir/munge/munged.seed" --force
+    wait_for "munged" 20 "$dir" test -S "$dir/munge-run/munge.socket.2"
 }
 
 start_slurm() {
-    export SLURM_CONF="$CONF"
-    if ! alive "$DIR/run/slurmctld.pid"; then
-        log "starting slurmctld"
-        slurmctld -f "$CONF"
+    local root=$1 dir=$2
+    if ! alive "$dir/ctld/slurmctld.pid"; then
+        log "$(basename "$dir"): starting slurmctld"
+        in_pivot "$root" SLURM_CONF="$dir/etc/slurm.conf" /usr/sbin/slurmctld -f "$dir/etc/slurm.conf"
     fi
-    wait_for "slurmctld" 60 scontrol ping
-    if ! alive "$DIR/run/slurmd.pid"; then
-        log "starting slurmd"
-        slurmd -f "$CONF" -N localhost
+    wait_for "slurmctld" 60 "$dir" env SLURM_CONF="$dir/etc/slurm.conf" "$dir/bin/scontrol" ping
+    if ! alive "$dir/run/slurmd.pid"; then
+        log "$(basename "$dir"): starting slurmd"
+        in_pivot "$root" SLURM_CONF="$dir/etc/slurm.conf" /usr/sbin/slurmd -f "$dir/etc/slurm.conf" -N localhost
     fi
-    wait_for "node idle" 90 node_idle
+    wait_for "node idle" 90 "$dir" node_idle "$dir"
 }
 
-node_idle() { sinfo -h -n localhost -o '%t' 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; }
+node_idle() { SLURM_CONF="$1/etc/slurm.conf" "$1/bin/sinfo" -h -n localhost -o '%t' 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; }
 
+# start_rest ROOT DIR NAME CONF ADDR ARGS...: one slurmrestd, tracked by run/NAME.pid.
 start_rest() {
-    alive "$DIR/run/slurmrestd.pid" && return 0
-    log "starting slurmrestd on $REST_ADDR ($REST_PLUGINS)"
-    : >"$DIR/log/slurmrestd.log"
-    chown "$REST_USER:" "$DIR/log/slurmrestd.log"
-    setsid runuser -u "$REST_USER" -- env SLURM_JWT=daemon SLURM_CONF="$CONF" \
-        slurmrestd -a rest_auth/jwt -s "$REST_PLUGINS" "$REST_ADDR" \
-        >>"$DIR/log/slurmrestd.log" 2>&1 </dev/null &
-    echo $! >"$DIR/run/slurmrestd.pid"
-    wait_for "slurmrestd" 30 rest_answers
+    local root=$1 dir=$2 name=$3 conf=$4 addr=$5
+    shift 5
+    alive "$dir/run/$name.pid" && return 0
+    log "$(basename "$dir"): starting $name on $addr ($*)"
+    : >"$dir/log/$name.log"
+    chown "$(in_root "$root" id -u "$REST_USER")" "$dir/log/$name.log"
+    setsid bash -c "$(declare -f in_pivot); in_pivot \"\$@\"" sh "$root" \
+        runuser -u "$REST_USER" -- env SLURM_JWT=daemon SLURM_CONF="$conf" \
+        /usr/sbin/slurmrestd -a rest_auth/jwt "$@" "$addr" \
+        >>"$dir/log/$name.log" 2>&1 </dev/null &
+    echo $! >"$dir/run/$name.pid"
+    wait_for "$name" 30 "$dir" listening "$addr"
 }
 
-# Any HTTP answer (even 401) means slurmrestd is listening.
-rest_answers() { curl -s -o /dev/null -m 2 "http://$REST_ADDR/openapi/v3"; }
+# True when something accepts TCP connections at HOST:PORT (no curl needed on the host).
+listening() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
+# Builds the roots of the given generations in parallel; fails when any build fails.
+build_roots() {
+    local pids=() g pid failed=0
+    for g in "$@"; do root_of "$g" build >/dev/null & pids+=($!); done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    ((failed == 0)) || die "building a Slurm root failed"
+}
 
 mint_token() {
-    local token
-    token=$(SLURM_CONF="$CONF" scontrol token username="$SUBMIT_USER" lifespan=604800 | sed -n 's/^SLURM_JWT=//p')
+    local dir=$1 lifespan=$2 token
+    token=$(SLURM_CONF="$dir/etc/slurm.conf" "$dir/bin/scontrol" token username="$SUBMIT_USER" lifespan="$lifespan" | sed -n 's/^SLURM_JWT=//p')
     [[ -n $token ]] || die "scontrol token returned nothing"
-    (umask 077 && printf '%s\n' "$token" >"$TOKEN_FILE")
+    echo "$token"
 }
 
-# Re-mints the token unless it exists and slurmrestd accepts it.
-ensure_token() {
-    if [[ -s $TOKEN_FILE ]]; then
-        local code
-        code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 \
-            -H "X-SLURM-USER-NAME: $SUBMIT_USER" -H "X-SLURM-USER-TOKEN: $(cat "$TOKEN_FILE")" \
-            "http://$REST_ADDR/slurm/v0.0.38/ping")
-        [[ $code == 200 ]] && return 0
-    fi
-    log "minting a JWT for $SUBMIT_USER"
-    mint_token
-}
-
-# wait_for NAME SECONDS CMD...: retries CMD once a second.
+# wait_for NAME SECONDS DIR CMD...: retries CMD once a second.
 wait_for() {
-    local name=$1 secs=$2
-    shift 2
+    local name=$1 secs=$2 dir=$3
+    shift 3
     for ((i = 0; i < secs; i++)); do
         "$@" >/dev/null 2>&1 && return 0
         sleep 1
     done
-    log "timed out waiting for $name; logs are in $DIR/log"
-    tail -n 20 "$DIR"/log/*.log >&2 || true
+    log "timed out waiting for $name; logs are in $dir/log"
+    tail -n 20 "$dir"/log/*.log "$dir"/ctld/*.log >&2 || true
     exit 1
 }
 
 stop_pidfile() {
-    local name=$1 pidfile=$2
+    local name=$1 pidfile=$2 pid
     alive "$pidfile" || { rm -f "$pidfile"; return 0; }
     log "stopping $name"
-    local pid
     pid=$(cat "$pidfile")
-    kill "$pid" 2>/dev/null || true
+    # slurmrestd runs under runuser: stop the whole process group.
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
     rm -f "$pidfile"
 }
 
 stop_slurm() {
-    stop_pidfile slurmd "$DIR/run/slurmd.pid"
-    stop_pidfile slurmctld "$DIR/run/slurmctld.pid"
+    stop_pidfile slurmd "$1/run/slurmd.pid"
+    stop_pidfile slurmctld "$1/ctld/slurmctld.pid"
 }
 
-cmd_up() {
-    need_root
-    install_packages
-    create_users
-    make_dirs
-    make_keys
-    start_munge
-    write_config
-    start_slurm
-    start_rest
-    ensure_token
-    log "ready: $(sinfo -h -o '%P %a %t %G' | tr '\n' ';')"
-}
-
-cmd_down() {
-    need_root
-    stop_pidfile slurmrestd "$DIR/run/slurmrestd.pid"
-    stop_slurm
-    stop_pidfile munged "$DIR/munge/munged.pid"
-}
-
-cmd_env() {
-    [[ -s $TOKEN_FILE ]] || die "no token in $TOKEN_FILE; run scripts/slurm-testbed.sh up"
-    echo "export DROVER_SLURM_REST_URL=http://$REST_ADDR"
-    echo "export DROVER_SLURM_USER=$SUBMIT_USER"
-    echo "export DROVER_SLURM_TOKEN=$(cat "$TOKEN_FILE")"
-    echo "export DROVER_SLURM_CONF=$CONF"
-    echo "export SLURM_CONF=$CONF"
-    echo "export DROVER_SLURM_WORKDIR=$(getent passwd "$SUBMIT_USER" | cut -d: -f6)"
-}
-
-cmd_status() {
-    local name pidfile
-    for name in munged slurmctld slurmd slurmrestd; do
-        case $name in
-            munged) pidfile="$DIR/munge/munged.pid" ;;
-            *) pidfile="$DIR/run/$name.pid" ;;
-        esac
-        if alive "$pidfile"; then echo "$name: running (pid $(cat "$pidfile"))"; else echo "$name: stopped"; fi
+# Apptainer test images (26.05, tests/slurm_containers.rs), built without any registry: a
+# directory sandbox holding only the root's dash with its libraries, /etc/hosts and a marker
+# file /drover-sandbox, and the same tree as an OCI archive (which Apptainer converts to SIF
+# in its image cache). Kept in DIR/apptainer; rebuilt only when missing or the root changed.
+apptainer_images() {
+    local root=$1 dir=$2 out=$2/apptainer tmp sandbox f arch layer config manifest
+    [[ -s $out/image.oci.tar && $(cat "$out/.root" 2>/dev/null) == "$root" ]] && return 0
+    log "$(basename "$dir"): building the Apptainer test sandbox and OCI archive"
+    tmp=$(mktemp -d "$dir/apptainer.XXXXXX")
+    sandbox=$tmp/sandbox
+    mkdir -p "$sandbox"/{bin,etc,proc,sys,dev,tmp,var/tmp,home,root} "$tmp/oci/blobs/sha256"
+    for f in /usr/bin/dash $(in_root "$root" ldd /usr/bin/dash | grep -o '/[^ ]*'); do
+        mkdir -p "$sandbox$(dirname "$f")"
+        cp -L "$root$f" "$sandbox$f"
     done
-    if alive "$DIR/run/slurmctld.pid"; then SLURM_CONF="$CONF" sinfo || true; fi
+    ln -s /usr/bin/dash "$sandbox/bin/sh"
+    printf '127.0.0.1 localhost\n::1 localhost\n' >"$sandbox/etc/hosts"
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$sandbox/etc/passwd"
+    printf 'root:x:0:\n' >"$sandbox/etc/group"
+    echo "drover apptainer test sandbox" >"$sandbox/drover-sandbox"
+    # OCI image layout: one uncompressed layer, its config, a manifest and the index.
+    blob() { local d; d=$(sha256sum "$1" | cut -c1-64); mv "$1" "$tmp/oci/blobs/sha256/$d"; echo "$d"; }
+    size() { stat -c %s "$tmp/oci/blobs/sha256/$1"; }
+    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$sandbox" -cf "$tmp/layer" .
+    layer=$(blob "$tmp/layer")
+    arch=$(in_root "$root" dpkg --print-architecture)
+    printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+        "$arch" "$layer" >"$tmp/config"
+    config=$(blob "$tmp/config")
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+        "$config" "$(size "$config")" "$layer" "$(size "$layer")" >"$tmp/manifest"
+    manifest=$(blob "$tmp/manifest")
+    printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s}]}' \
+        "$manifest" "$(size "$manifest")" >"$tmp/oci/index.json"
+    printf '{"imageLayoutVersion":"1.0.0"}' >"$tmp/oci/oci-layout"
+    # Apptainer refuses archive members named `./…`: list the top-level names.
+    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$tmp/oci" -cf "$tmp/image.oci.tar" oci-layout index.json blobs
+    rm -rf "$tmp/oci"
+    echo "$root" >"$tmp/.root"
+    chmod -R a+rX "$tmp"
+    rm -rf "$out"
+    mv "$tmp" "$out"
 }
 
-case "${1:-}" in
-    up) cmd_up ;;
-    down) cmd_down ;;
+# Generation settings for the tests, one `KEY=value` a line (read by `env` and by tests).
+write_env() {
+    local gen=$1 root=$2 dir=$3 base
+    base=$(port_base "$gen")
+    {
+        echo "GENERATION=$gen"
+        echo "ROOT=$root"
+        echo "VERSION=$(in_root "$root" dpkg-query -W -f='${Version}' slurmctld)"
+        echo "REST_URL=http://127.0.0.1:$((base + 2))"
+        echo "USER=$SUBMIT_USER"
+        echo "TOKEN=$(cat "$dir/token")"
+        echo "EXPIRED_TOKEN=$(cat "$dir/expired-token")"
+        echo "CONF=$dir/etc/slurm.conf"
+        echo "BIN=$dir/bin"
+        echo "WORKDIR=$BASE/work"
+        echo "FAULT_CTLD_DOWN_URL=http://127.0.0.1:$((base + 6))"
+        echo "FAULT_REST_DOWN_URL=http://127.0.0.1:$((base + 7))"
+        if [[ $gen == 24.11 ]]; then
+            echo "REST_URL_V0040=http://127.0.0.1:$((base + 3))"
+            echo "REST_URL_V0041=http://127.0.0.1:$((base + 4))"
+            echo "REST_URL_NO_V0040=http://127.0.0.1:$((base + 8))"
+        fi
+        if [[ $gen == 26.05 ]]; then
+            echo "APPTAINER_SANDBOX=$dir/apptainer/sandbox"
+            echo "APPTAINER_OCI_ARCHIVE=$dir/apptainer/image.oci.tar"
+        fi
+    } >"$dir/env"
+}
+
+up_one() {
+    local gen=$1 root dir base version
+    dir="$BASE/$gen"
+    root=$(root_of "$gen" build)
+    base=$(port_base "$gen")
+    version=$(in_root "$root" dpkg-query -W -f='${Version}' slurmctld)
+    [[ $version == "$gen".* ]] || die "the $gen root holds Slurm $version, not $gen (sid moved on?): update ALL_GENERATIONS"
+    scripts/debian-root.sh mount "$root"
+    # slurmd's namespace was made when it started: a checkout mounted later (another clone)
+    # is invisible to its jobs, so restart it then.
+    if alive "$dir/run/slurmd.pid" && [[ ! -e /proc/$(cat "$dir/run/slurmd.pid")/root$PWD/Cargo.toml ]]; then
+        log "$gen: slurmd cannot see $PWD; restarting it"
+        stop_pidfile slurmd "$dir/run/slurmd.pid"
+    fi
+    root_users "$root"
+    make_dirs "$root" "$dir"
+    make_keys "$root" "$dir"
+    write_wrappers "$root" "$dir"
+    start_munge "$root" "$dir"
+    write_config "$gen" "$dir"
+    start_slurm "$root" "$dir"
+    # shellcheck disable=SC2046
+    start_rest "$root" "$dir" slurmrestd "$dir/etc/slurm.conf" "127.0.0.1:$((base + 2))" $(rest_plugins "$gen")
+    # shellcheck disable=SC2046
+    start_rest "$root" "$dir" slurmrestd-ctld-down "$dir/fault/etc/slurm.conf" "127.0.0.1:$((base + 6))" $(rest_plugins "$gen")
+    if [[ $gen == 24.11 ]]; then
+        start_rest "$root" "$dir" slurmrestd-v0040 "$dir/etc/slurm.conf" "127.0.0.1:$((base + 3))" \
+            -s openapi/slurmctld -d data_parser/v0.0.40
+        start_rest "$root" "$dir" slurmrestd-v0041 "$dir/etc/slurm.conf" "127.0.0.1:$((base + 4))" \
+            -s openapi/slurmctld -d data_parser/v0.0.41
+        # What Slurm 25.05 and later look like to a client: v0.0.40 is gone.
+        start_rest "$root" "$dir" slurmrestd-no-v0040 "$dir/etc/slurm.conf" "127.0.0.1:$((base + 8))" \
+            -s openapi/slurmctld -d data_parser/v0.0.41,data_parser/v0.0.42
+    fi
+    if [[ $gen == 26.05 ]]; then apptainer_images "$root" "$dir"; fi
+    (umask 077 && mint_token "$dir" 604800 >"$dir/token")
+    (umask 077 && mint_token "$dir" 1 >"$dir/expired-token")
+    write_env "$gen" "$root" "$dir"
+    log "$gen ready (Slurm $version): $(SLURM_CONF="$dir/etc/slurm.conf" "$dir/bin/sinfo" -h -o '%P %a %t %G' | tr '\n' ';')"
+}
+
+down_one() {
+    local dir="$BASE/$1" name
+    for name in slurmrestd slurmrestd-ctld-down slurmrestd-v0040 slurmrestd-v0041 slurmrestd-no-v0040; do
+        stop_pidfile "$1 $name" "$dir/run/$name.pid"
+    done
+    stop_slurm "$dir"
+    stop_pidfile "$1 munged" "$dir/munge/munged.pid"
+}
+
+status_one() {
+    local dir="$BASE/$1" f
+    echo "Slurm $1 ($dir):"
+    for f in "$dir/munge/munged.pid" "$dir/ctld/slurmctld.pid" "$dir"/run/*.pid; do
+        [[ -e $f ]] || continue
+        if alive "$f"; then echo "  $(basename "$f" .pid): running (pid $(cat "$f"))"; else echo "  $(basename "$f" .pid): stopped"; fi
+    done
+}
+
+# The tests read DROVER_SLURM_BEDS/GEN/env; the first generation's settings are also exported
+# as DROVER_SLURM_* for tests that need one Slurm of any generation.
+cmd_env() {
+    local default=${DROVER_SLURM_DEFAULT:-24.11} gens=() g
+    for g in "${ALL_GENERATIONS[@]}"; do [[ -s $BASE/$g/env ]] && gens+=("$g"); done
+    ((${#gens[@]})) || die "no test bed is up; run scripts/slurm-testbed.sh up"
+    [[ -s $BASE/$default/env ]] || default=${gens[0]}
+    echo "export DROVER_SLURM_BEDS=$BASE"
+    echo "export DROVER_SLURM_GENERATIONS='${gens[*]}'"
+    # shellcheck disable=SC1090
+    (
+        . "$BASE/$default/env"
+        echo "export DROVER_SLURM_REST_URL=$REST_URL"
+        echo "export DROVER_SLURM_USER=$USER"
+        echo "export DROVER_SLURM_TOKEN=$TOKEN"
+        echo "export DROVER_SLURM_CONF=$CONF"
+        echo "export DROVER_SLURM_BIN=$BIN"
+        echo "export DROVER_SLURM_WORKDIR=$WORKDIR"
+    )
+}
+
+cmd=${1:-}
+shift || true
+gens=("$@")
+((${#gens[@]})) || gens=("${ALL_GENERATIONS[@]}")
+case $cmd in
+    build)
+        need_root
+        build_roots "${gens[@]}"
+        ;;
+    up)
+        need_root
+        host_user
+        build_roots "${gens[@]}"
+        for g in "${gens[@]}"; do up_one "$g"; done
+        ;;
+    down) need_root; for g in "${gens[@]}"; do down_one "$g"; done ;;
     env) cmd_env ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 up|down|env|status" >&2; exit 2 ;;
+    status) for g in "${gens[@]}"; do status_one "$g"; done ;;
+    *) echo "usage: $0 build|up|down|status [GEN...] | env" >&2; exit 2 ;;
 esac

@@ -438,7 +438,7 @@ spec:
 impl Drop for World {
     fn drop(&mut self) {
         for def in &self.sets {
-            let _ = std::process::Command::new("scancel")
+            let _ = support::slurm_bed::tool("scancel")
                 .args(["--name", &format!("drover-{}-{}", self.fleet, def.name)])
                 .env("SLURM_CONF", var("DROVER_SLURM_CONF"))
                 .status();

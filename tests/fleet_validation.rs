@@ -3,7 +3,8 @@
 //!
 //! Each corpus case is `tests/invalid/<case>/`: files laid over a copy of
 //! `tests/invalid/_base/` (a small valid fleet), an optional `SETUP` file for what git
-//! cannot hold (`remove F`, `oversize F BYTES`, `symlink-out F`), and `EXPECTED`, one
+//! cannot hold (`remove F`, `oversize F BYTES`, `symlink-out F`, `fifo F`, `socket F`,
+//! `chardev F`), and `EXPECTED`, one
 //! `file:line CODE` per error. The errors found must be exactly the expected ones.
 //! Run with `DROVER_BLESS=1` to write `EXPECTED` files for new cases (then review them).
 
@@ -32,6 +33,20 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+fn mknod(path: &Path, mode: libc::mode_t, dev: libc::dev_t) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::mknod(c.as_ptr(), mode, dev) };
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
 /// Builds the case's fleet in a fresh temp dir; returns (tempdir guard, fleet root).
 fn materialise(case: &Path) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
@@ -52,6 +67,15 @@ fn materialise(case: &Path) -> (tempfile::TempDir, PathBuf) {
                 let outside = tmp.path().join("outside.yaml");
                 fs::write(&outside, "apiVersion: drover.dev/v1alpha1\n").unwrap();
                 std::os::unix::fs::symlink(&outside, root.join(file)).unwrap();
+            }
+            ["fifo", file] => mknod(&root.join(file), libc::S_IFIFO | 0o644, 0),
+            ["socket", file] => {
+                // The listener is dropped, the socket file stays.
+                std::os::unix::net::UnixListener::bind(root.join(file)).unwrap();
+            }
+            // A clone of /dev/null (1, 3); needs root, as the test suite runs.
+            ["chardev", file] => {
+                mknod(&root.join(file), libc::S_IFCHR | 0o644, libc::makedev(1, 3))
             }
             _ => panic!("{}: bad SETUP line {line:?}", case.display()),
         }
@@ -126,6 +150,54 @@ fn every_invalid_fleet_reports_exactly_its_errors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// "Unused" warnings (W502, W503) are given only for fleets without errors: in every
+/// corpus case (each has an error), none appears, though many cases leave objects unused.
+#[test]
+fn unused_warnings_never_come_with_errors() {
+    for case in cases() {
+        let (_tmp, root) = materialise(&case);
+        let validation = fleet::validate_dir(&root, &LoadOptions::default()).unwrap();
+        assert!(validation.diagnostics.iter().any(|d| d.is_error()));
+        let unused: Vec<String> = validation
+            .diagnostics
+            .iter()
+            .filter(|d| matches!(d.code.as_str(), "W502" | "W503"))
+            .map(|d| d.to_string())
+            .collect();
+        assert!(unused.is_empty(), "{}: {unused:?}", case.display());
+    }
+}
+
+/// A fleet key crafted to hold a newline, a diagnostic-looking line and an ANSI escape
+/// shows escaped: no printed line is forged, no escape reaches the terminal.
+#[test]
+fn a_crafted_key_cannot_print_a_forged_diagnostic_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("fleet");
+    copy_tree(&corpus_dir().join("_base"), &root);
+    fs::write(
+        root.join("forge.yaml"),
+        "apiVersion: drover.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: forged\nspec:\n  site: k8s\n  \"x\\nfleet.yaml:1:1: error[E101]: forged\\e[2K\\r\": 1\n",
+    )
+    .unwrap();
+    let validation = fleet::validate_dir(&root, &LoadOptions::default()).unwrap();
+    let printed: String = validation
+        .diagnostics
+        .iter()
+        .map(|d| format!("{d}\n"))
+        .collect();
+    assert!(printed.contains("forged"), "{printed}");
+    assert!(
+        printed.lines().all(|l| !l.starts_with("fleet.yaml:1:1")),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains('\x1b') && !printed.contains('\r'),
+        "{printed:?}"
+    );
+    assert!(printed.contains("\\nfleet.yaml:1:1"), "{printed}");
 }
 
 #[test]
@@ -293,4 +365,89 @@ fn every_code_is_documented() {
             "docs/errors.md lacks {code}"
         );
     }
+}
+
+/// A FIFO, a socket and a device named `*.yaml` are refused with E109 by `drover validate`,
+/// and never block it: the command ends (the watchdog kills it after 30 s otherwise).
+#[test]
+fn special_files_never_hang_validate() {
+    let (_tmp, root) = materialise(&corpus_dir().join("special-files"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["validate", root.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("drover validate hung on a special file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut text).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    for (file, what) in [
+        ("pipe.yaml", "a FIFO"),
+        ("sock.yaml", "a socket"),
+        ("null.yml", "a character device"),
+    ] {
+        assert!(
+            text.contains(&format!(
+                "{file}: error[E109]: not a regular file but {what}"
+            )),
+            "{text}"
+        );
+    }
+}
+
+/// A pulled container image (`docker://`) without a persistent image cache is a warning
+/// (W505); a cache on the runner set or on the Slurm site silences it, and an image on the
+/// nodes' file system needs none.
+#[test]
+fn pulled_slurm_images_without_a_cache_are_a_warning() {
+    let warnings = |set_container: &str, site_container: &str| {
+        let (_tmp, root) = materialise(&corpus_dir().join("_base"));
+        let slurm = fs::read_to_string(root.join("slurm.yaml")).unwrap().replace(
+            "    rest: {url: \"http://127.0.0.1:6820\", user: ci, tokenRef: slurm-jwt}\n",
+            &format!(
+                "    rest: {{url: \"http://127.0.0.1:6820\", user: ci, tokenRef: slurm-jwt}}\n{site_container}"
+            ),
+        );
+        fs::write(root.join("slurm.yaml"), slurm).unwrap();
+        let runners = fs::read_to_string(root.join("runners.yaml")).unwrap();
+        fs::write(
+            root.join("runners.yaml"),
+            format!("{runners}  container: {set_container}\n"),
+        )
+        .unwrap();
+        let validation = fleet::validate_dir(&root, &LoadOptions::default()).unwrap();
+        assert!(validation.is_valid(), "{:#?}", validation.diagnostics);
+        validation
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}:{} {}", d.file.display(), d.line, d.code))
+            .collect::<Vec<_>>()
+    };
+    let image = "{image: \"docker://ghcr.io/acme/runner:1\"}";
+    assert_eq!(warnings(image, ""), ["runners.yaml:32 W505"]);
+    assert!(
+        warnings(
+            "{image: \"docker://ghcr.io/acme/runner:1\", imageCacheDir: /scratch/cache}",
+            ""
+        )
+        .is_empty()
+    );
+    assert!(
+        warnings(
+            image,
+            "    container: {imageCacheDir: /scratch/cache, binds: [{source: /cvmfs, readOnly: true}]}\n"
+        )
+        .is_empty()
+    );
+    assert!(warnings("{image: /images/runner.sif}", "").is_empty());
 }

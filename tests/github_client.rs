@@ -438,3 +438,39 @@ async fn webhook_deliveries_conform_to_the_description() {
     }
     emu.assert_conformant();
 }
+
+/// Every runner set of the example fleet that drover scales gets a JIT config from the
+/// emulator, with the runner group drover resolves for it: the repository-scoped Slurm
+/// set registers in `Default` (the only group a repository has), the others in the
+/// organization's `gpu-ci`.
+#[tokio::test]
+async fn every_scaled_set_of_the_example_fleet_gets_a_runner() {
+    let cfg = Config::default();
+    let emu = GithubEmulator::start(cfg.clone()).await;
+    emu.add_org("acme-ml", &["gpu-ci"]);
+    let client = GithubClient::new(&emu.url, &app_auth(&cfg), fast()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fleet");
+    let validation =
+        drover::fleet::validate_dir(&root, &drover::fleet::load::LoadOptions::default()).unwrap();
+    assert!(validation.is_valid(), "{:#?}", validation.diagnostics);
+    let config = drover::autoscale::ScaleConfig::from_repo(&validation.repo);
+    assert!(config.sets.contains_key("gpu-a100-slurm"), "{config:#?}");
+    for (name, set) in &config.sets {
+        let group = client
+            .runner_group_id(&set.scope, &set.group)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let request = JitRequest {
+            name: format!("drover-{name}-1"),
+            runner_group_id: group,
+            labels: set.labels.clone(),
+            work_folder: Some("_work".into()),
+        };
+        client
+            .generate_jitconfig(&set.scope, &request)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(config.sets["gpu-a100-slurm"].group, "Default");
+    assert_eq!(config.sets["gpu-mi300x"].group, "gpu-ci");
+}

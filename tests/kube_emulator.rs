@@ -1464,3 +1464,134 @@ async fn pods_start_pending_and_are_admitted_like_a_real_server() {
         .await
         .unwrap();
 }
+
+/// The emulator's own CRD handling and the real apiextensions-apiserver answer the same
+/// requests alike on the upstream CRDs: served versions (discovery included), structural
+/// defaults, and what schema validation refuses.
+#[tokio::test]
+async fn the_emulator_agrees_with_the_real_server_on_the_upstream_crds() {
+    use support::real_apiserver::{RealApiServer, UPSTREAM_CRDS, upstream_crd};
+    let real = RealApiServer::from_env();
+    real.ensure_upstream_crds().await;
+    let emu = KubeEmulator::start().await;
+    let emulated = RealApiServer::at(&emu.url(), &EmulatorConfig::default().token);
+    for name in UPSTREAM_CRDS {
+        emulated.ensure_crd(&upstream_crd(name)).await;
+    }
+    let ns = "agree";
+    emu.put_object_as(
+        "kubectl",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .unwrap();
+    real.delete_all("external-secrets.io", "v1", "externalsecrets", ns)
+        .await;
+    real.delete_all(
+        "actions.github.com",
+        "v1alpha1",
+        "autoscalingrunnersets",
+        ns,
+    )
+    .await;
+    let es = |name: &str| {
+        json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"secretStoreRef": {"name": "vault", "kind": "ClusterSecretStore"},
+                "target": {"name": name},
+                "data": [{"secretKey": "value", "remoteRef": {"key": "ci/x"}}]}})
+    };
+    let ars = json!({"apiVersion": "actions.github.com/v1alpha1", "kind": "AutoscalingRunnerSet",
+        "metadata": {"name": "s", "namespace": ns},
+        "spec": {"githubConfigUrl": "https://github.com/acme", "githubConfigSecret": "gh", "maxRunners": 2,
+            "template": {"spec": {"containers": [{"name": "runner", "image": "r:1"}]}}}});
+    let es_path = format!("/apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets");
+    let ars_path =
+        format!("/apis/actions.github.com/v1alpha1/namespaces/{ns}/autoscalingrunnersets");
+    let strict = "?fieldValidation=Strict";
+    for (server, who) in [(&real, "real"), (&emulated, "emulator")] {
+        // Served versions only, discovery included.
+        let (code, group) = server.get("/apis/external-secrets.io").await;
+        assert_eq!(code, 200, "{who}");
+        let versions: Vec<&str> = group["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(versions, vec!["v1"], "{who}");
+        for path in [
+            "/apis/external-secrets.io/v1beta1".to_string(),
+            format!("/apis/external-secrets.io/v1beta1/namespaces/{ns}/externalsecrets"),
+        ] {
+            assert_eq!(server.get(&path).await.0, 404, "{who} {path}");
+        }
+        // Created, with the schema's defaults filled in.
+        let (code, created) = server
+            .request(
+                "POST",
+                &format!("{es_path}{strict}"),
+                Some(&es("ok")),
+                "application/json",
+            )
+            .await;
+        assert_eq!(code, 201, "{who}: {created}");
+        assert_eq!(
+            created["spec"]["refreshInterval"], "1h0m0s",
+            "{who}: {created}"
+        );
+        assert_eq!(
+            created["spec"]["target"]["creationPolicy"], "Owner",
+            "{who}"
+        );
+        assert_eq!(
+            created["spec"]["target"]["deletionPolicy"], "Retain",
+            "{who}"
+        );
+        let (code, created) = server
+            .request(
+                "POST",
+                &format!("{ars_path}{strict}"),
+                Some(&ars),
+                "application/json",
+            )
+            .await;
+        assert_eq!(code, 201, "{who}: {created}");
+
+        // Refused alike: an enum, a type, a required field, an unknown field.
+        let mut bad_enum = es("bad-enum");
+        bad_enum["spec"]["target"]["creationPolicy"] = json!("Bogus");
+        let mut bad_required = es("bad-required");
+        bad_required["spec"]["data"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("secretKey");
+        let mut bad_type = ars.clone();
+        bad_type["metadata"]["name"] = json!("bad-type");
+        bad_type["spec"]["maxRunners"] = json!("two");
+        let mut unknown = es("unknown");
+        unknown["spec"]["refreshIntervall"] = json!("1h");
+        for (path, body, code, field) in [
+            (&es_path, &bad_enum, 422, "spec.target.creationPolicy"),
+            (&es_path, &bad_required, 422, "spec.data[0].secretKey"),
+            (&ars_path, &bad_type, 422, "spec.maxRunners"),
+            (&es_path, &unknown, 400, "spec.refreshIntervall"),
+        ] {
+            let (got, status) = server
+                .request(
+                    "POST",
+                    &format!("{path}{strict}"),
+                    Some(body),
+                    "application/json",
+                )
+                .await;
+            assert_eq!(got, code, "{who}: {status}");
+            assert!(
+                status["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(field),
+                "{who}: {status}"
+            );
+        }
+    }
+}

@@ -233,9 +233,20 @@ async fn apply_then_plan_is_empty_and_a_second_apply_writes_nothing() {
         .emu
         .get_object("v1", "PodTemplate", Some(NS), "big")
         .unwrap();
-    let containers = &tpl["template"]["spec"]["containers"];
-    assert_eq!(containers[1]["securityContext"]["privileged"], true);
-    assert!(containers[0]["env"].to_string().contains("DOCKER_HOST"));
+    let spec = &tpl["template"]["spec"];
+    // The chart's dind: externals copied by an init container, dockerd a native sidecar.
+    assert_eq!(spec["initContainers"][0]["name"], "init-dind-externals");
+    assert_eq!(spec["initContainers"][1]["name"], "dind");
+    assert_eq!(spec["initContainers"][1]["restartPolicy"], "Always");
+    assert_eq!(
+        spec["initContainers"][1]["securityContext"]["privileged"],
+        true
+    );
+    let env = spec["containers"][0]["env"].to_string();
+    assert!(
+        env.contains("DOCKER_HOST") && env.contains("RUNNER_WAIT_FOR_DOCKER_IN_SECONDS"),
+        "{env}"
+    );
 }
 
 #[tokio::test]
@@ -676,16 +687,36 @@ async fn arc_runner_sets_need_their_crd_and_render_an_autoscaling_runner_set() {
     let arc = BIG.replace("docker: dind", "engine: arc");
     let env = Env::new(&fleet_yaml(&arc, "")).await;
     let plan = env.plan().await;
-    assert!(codes(&plan).contains(&"crd-missing"), "{}", text(&plan));
+    // No CRD, no controller (so neither its version nor its ServiceAccount is known) and
+    // no manager ClusterRole yet.
+    for code in [
+        "crd-missing",
+        "arc-version-unknown",
+        "arc-controller-unknown",
+        "cluster-role-missing",
+    ] {
+        assert!(codes(&plan).contains(&code), "{code}: {}", text(&plan));
+    }
     let (_, report) = env.apply().await;
-    assert_eq!(report.failed.len(), 1, "{report:#?}");
+    // The set (no CRD) and its manager RoleBinding (no subject) are not applied.
+    let failed: Vec<&str> = report.failed.iter().map(|f| f.1.kind.as_str()).collect();
+    assert_eq!(
+        failed,
+        ["RoleBinding", "AutoscalingRunnerSet"],
+        "{report:#?}"
+    );
     assert!(
-        report.failed[0]
+        report.failed[0].2.contains("arc.controllerServiceAccount"),
+        "{report:#?}"
+    );
+    assert!(
+        report.failed[1]
             .2
             .contains("autoscalingrunnersets.actions.github.com")
     );
 
     env.emu.put_object_as("helm", arc_crd()).unwrap();
+    support::arc::install(&env.emu, "0.14.2");
     let (_, report) = env.apply().await;
     assert!(report.is_success(), "{report:#?}");
     let ars = env
@@ -699,7 +730,105 @@ async fn arc_runner_sets_need_their_crd_and_render_an_autoscaling_runner_set() {
         .unwrap();
     assert_eq!(ars["spec"]["githubConfigUrl"], "https://github.com/acme");
     assert_eq!(ars["spec"]["maxRunners"], 2);
-    assert!(!env.plan().await.has_changes());
+    assert_eq!(
+        ars["metadata"]["annotations"]["actions.github.com/cleanup-manager-role-binding"],
+        "big-gha-rs-manager"
+    );
+    // The controller may manage the set's runners in its namespace: its ServiceAccount,
+    // read from the Deployment's labels, is bound to the manager ClusterRole there.
+    let binding = manager_binding(&env);
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "drover-arc-manager"})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": support::arc::CONTROLLER_ACCOUNT, "namespace": support::arc::CONTROLLER_NAMESPACE}])
+    );
+    assert_eq!(
+        binding["metadata"]["finalizers"],
+        json!(["actions.github.com/cleanup-protection"])
+    );
+    let plan = env.plan().await;
+    assert!(!plan.has_changes(), "{}", text(&plan));
+    for code in [
+        "arc-version-unknown",
+        "arc-controller-unknown",
+        "cluster-role-missing",
+    ] {
+        assert!(!codes(&plan).contains(&code), "{code}: {}", text(&plan));
+    }
+}
+
+/// A site that names the controller's ServiceAccount needs no labelled Deployment for it;
+/// two controllers with different accounts and no setting is a finding, not a guess.
+#[tokio::test]
+async fn the_arc_manager_binding_takes_the_sites_account_or_refuses_to_guess() {
+    let arc = BIG.replace("docker: dind", "engine: arc");
+    let env = Env::new(&fleet_yaml(&arc, "")).await;
+    env.emu.put_object_as("helm", arc_crd()).unwrap();
+    support::arc::install(&env.emu, "0.14.2");
+    let mut other = env
+        .emu
+        .get_object(
+            "apps/v1",
+            "Deployment",
+            Some("arc-systems"),
+            "arc-gha-rs-controller",
+        )
+        .unwrap();
+    other["metadata"]["name"] = json!("second-controller");
+    other["metadata"]["labels"]["actions.github.com/controller-service-account-name"] =
+        json!("second");
+    for field in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+    ] {
+        other["metadata"].as_object_mut().unwrap().remove(field);
+    }
+    env.emu.put_object_as("helm", other).unwrap();
+    let plan = env.plan().await;
+    let finding = plan
+        .findings
+        .iter()
+        .find(|f| f.code == "arc-controller-unknown")
+        .unwrap_or_else(|| panic!("{}", text(&plan)));
+    assert!(
+        finding
+            .message
+            .contains("arc-systems/arc-gha-rs-controller, arc-systems/second"),
+        "{}",
+        finding.message
+    );
+
+    let mut env = env;
+    env.reload(&fleet_yaml(
+        &arc,
+        "    arc: {controllerServiceAccount: {name: second, namespace: arc-systems}}\n",
+    ));
+    let (plan, report) = env.apply().await;
+    assert!(report.is_success(), "{report:#?} {}", text(&plan));
+    assert!(
+        !codes(&plan).contains(&"arc-controller-unknown"),
+        "{}",
+        text(&plan)
+    );
+    let binding = manager_binding(&env);
+    assert_eq!(binding["subjects"][0]["name"], "second");
+}
+
+/// The manager RoleBinding of the runner set `big`.
+fn manager_binding(env: &Env) -> Value {
+    env.emu
+        .get_object(
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            Some(NS),
+            "big-gha-rs-manager",
+        )
+        .unwrap()
 }
 
 fn arc_crd() -> Value {
@@ -716,4 +845,336 @@ fn arc_crd() -> Value {
                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
         },
     })
+}
+
+/// A secret of the runners that External Secrets fetches, for the ESO tests.
+const ESO_SECRET: &str = r#"---
+apiVersion: drover.dev/v1alpha1
+kind: SecretRef
+metadata: {name: hf-eso}
+spec:
+  externalSecret: {site: lab, store: vault, storeKind: ClusterSecretStore, remoteKey: ci/hf, property: token}
+"#;
+
+/// The fleet of a test against the real server: its own fleet name and namespace (the
+/// server is shared by every test), with an ExternalSecret.
+fn real_fleet(tag: &str) -> String {
+    format!("{}{ESO_SECRET}", fleet_yaml("", ""))
+        .replace("name: ci}", &format!("name: ci-{tag}}}"))
+        .replace("namespace: runners", &format!("namespace: {tag}"))
+        .replace(
+            "{namespace: runners, name: hf",
+            &format!("{{namespace: {tag}, name: hf"),
+        )
+}
+
+#[tokio::test]
+async fn external_secrets_are_v1_on_the_real_server_and_reapply_writes_nothing() {
+    let (emu, real) = support::real_apiserver::combined().await;
+    let tag = "eso-real";
+    real.delete_all("external-secrets.io", "v1", "externalsecrets", tag)
+        .await;
+    emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
+    let env = Env::with(emu, &real_fleet(tag));
+    let (plan, report) = env.apply().await;
+    assert!(plan.error.is_none(), "{:?}", plan.error);
+    assert!(report.is_success(), "{report:#?}\n{}", text(&plan));
+    // The real server: v1 holds it, v1beta1 is not served (list included).
+    let (code, es) = real
+        .get(&format!(
+            "/apis/external-secrets.io/v1/namespaces/{tag}/externalsecrets/hf-eso"
+        ))
+        .await;
+    assert_eq!(code, 200, "{es}");
+    assert_eq!(es["spec"]["secretStoreRef"]["kind"], "ClusterSecretStore");
+    // Defaults the server filled in (not rendered by drover) are not drift.
+    assert_eq!(es["spec"]["target"]["deletionPolicy"], "Retain", "{es}");
+    let (code, _) = real
+        .get(&format!(
+            "/apis/external-secrets.io/v1beta1/namespaces/{tag}/externalsecrets"
+        ))
+        .await;
+    assert_eq!(code, 404);
+
+    let again = env.plan().await;
+    assert!(!again.has_changes(), "{}", text(&again));
+    env.emu.clear_request_log();
+    let (_, report) = env.apply().await;
+    assert!(
+        report.is_success() && report.applied.is_empty(),
+        "{report:#?}"
+    );
+    assert_eq!(env.emu.write_count(), 0, "{:#?}", env.emu.request_log());
+}
+
+/// The upstream ExternalSecret CRD with other served versions (the emulator's own CRD
+/// handling, for clusters the shared real server cannot be).
+fn eso_crd_serving(versions: &[&str]) -> Value {
+    let mut crd = support::real_apiserver::upstream_crd("externalsecrets.external-secrets.io");
+    let v1 = crd["spec"]["versions"][0].clone();
+    crd["spec"]["versions"] = json!(
+        versions
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut v = v1.clone();
+                v["name"] = json!(name);
+                v["storage"] = json!(i == 0);
+                v
+            })
+            .collect::<Vec<_>>()
+    );
+    crd
+}
+
+#[tokio::test]
+async fn the_external_secret_version_comes_from_discovery() {
+    // v1beta1 alone (ESO before v0.16): rendered at v1beta1, applied, then no changes.
+    let emu = KubeEmulator::start().await;
+    emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
+    emu.put_object_as("helm", eso_crd_serving(&["v1beta1"]))
+        .unwrap();
+    let env = Env::with(emu, &format!("{}{ESO_SECRET}", fleet_yaml("", "")));
+    let (plan, report) = env.apply().await;
+    assert!(report.is_success(), "{report:#?}\n{}", text(&plan));
+    assert!(
+        env.emu
+            .get_object(
+                "external-secrets.io/v1beta1",
+                "ExternalSecret",
+                Some(NS),
+                "hf-eso"
+            )
+            .is_some()
+    );
+    assert!(!env.plan().await.has_changes());
+
+    // Only a version drover does not render: an error finding naming the ESO releases,
+    // and the ExternalSecret is not applied.
+    let emu = KubeEmulator::start().await;
+    emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
+    emu.put_object_as("helm", eso_crd_serving(&["v1alpha1"]))
+        .unwrap();
+    let env = Env::with(emu, &format!("{}{ESO_SECRET}", fleet_yaml("", "")));
+    let (plan, report) = env.apply().await;
+    let finding = plan
+        .findings
+        .iter()
+        .find(|f| f.code == "crd-version-unsupported")
+        .unwrap_or_else(|| panic!("{}", text(&plan)));
+    assert!(
+        finding.message.contains("serves v1alpha1")
+            && finding
+                .message
+                .contains("External Secrets Operator v0.16 and later"),
+        "{}",
+        finding.message
+    );
+    assert_eq!(report.failed.len(), 1, "{report:#?}");
+    assert_eq!(report.failed[0].1.name, "hf-eso");
+}
+
+#[tokio::test]
+async fn a_list_that_answers_404_fails_the_plan_instead_of_reading_as_empty() {
+    let emu = KubeEmulator::start().await;
+    emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
+    emu.put_object_as(
+        "helm",
+        support::real_apiserver::upstream_crd("externalsecrets.external-secrets.io"),
+    )
+    .unwrap();
+    let env = Env::with(emu, &format!("{}{ESO_SECRET}", fleet_yaml("", "")));
+    env.apply().await;
+    assert!(!env.plan().await.has_changes());
+    for path in [
+        "/apis/external-secrets.io/v1/externalsecrets",
+        "/api/v1/resourcequotas",
+    ] {
+        env.emu.faults().clear();
+        env.emu
+            .faults()
+            .only(RequestFilter::any().method("GET").path_prefix(path))
+            .fail_next(100, FaultKind::Status404);
+        let plan = env.plan().await;
+        let err = plan
+            .error
+            .clone()
+            .unwrap_or_else(|| panic!("{}", text(&plan)));
+        assert!(
+            err.contains("owned by drover") && err.contains("404"),
+            "{err}"
+        );
+        assert!(
+            plan.changes.is_empty(),
+            "a 404 must not read as nothing owned"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_serve_the_built_in_kinds_is_named_not_0_colon() {
+    // drover pointed straight at the real apiextensions-apiserver: Namespaces,
+    // ServiceAccounts, ... are 404 there.
+    let real = support::real_apiserver::RealApiServer::from_env();
+    let env = Env::new(&fleet_yaml("", "")).await;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\n\
+         contexts:\n- name: lab-ctx\n  context: {{cluster: real, user: u}}\ncurrent-context: lab-ctx\nusers:\n- name: u\n  user: {{token: {}}}\n",
+        real.url, real.token
+    );
+    std::fs::write(&env.kubeconfig, kubeconfig).unwrap();
+    let plan = env.plan().await;
+    let err = plan.error.clone().unwrap();
+    assert!(!err.contains("0 : "), "{err}");
+    assert!(
+        err.contains(": 404 NotFound: the server does not serve ") && err.contains("(core v1)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn arc_sets_carry_the_controller_version_and_their_labels_on_the_real_server() {
+    let (emu, real) = support::real_apiserver::combined().await;
+    let tag = "arc-real";
+    real.delete_all(
+        "actions.github.com",
+        "v1alpha1",
+        "autoscalingrunnersets",
+        tag,
+    )
+    .await;
+    emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
+    let arc = BIG.replace("docker: dind", "engine: arc");
+    let yaml = format!("{}{arc}", real_fleet(tag));
+    let env = Env::with(emu, &yaml);
+
+    // No controller found and no site setting: the set is not applied (ARC would delete it).
+    let (plan, report) = env.apply().await;
+    assert!(
+        codes(&plan).contains(&"arc-version-unknown"),
+        "{}",
+        text(&plan)
+    );
+    // The set and its manager RoleBinding (no controller ServiceAccount known either).
+    assert_eq!(report.failed.len(), 2, "{report:#?}");
+    assert_eq!(report.failed[1].1.kind, "AutoscalingRunnerSet");
+
+    support::arc::install(&env.emu, "0.14.2");
+    let (plan, report) = env.apply().await;
+    assert!(report.is_success(), "{report:#?}\n{}", text(&plan));
+    let (code, ars) = real
+        .get(&format!(
+            "/apis/actions.github.com/v1alpha1/namespaces/{tag}/autoscalingrunnersets/big"
+        ))
+        .await;
+    assert_eq!(code, 200, "{ars}");
+    assert_eq!(
+        ars["metadata"]["labels"]["app.kubernetes.io/version"],
+        "0.14.2"
+    );
+    assert_eq!(ars["spec"]["runnerScaleSetLabels"], json!(["self-hosted"]));
+    let again = env.plan().await;
+    assert!(!again.has_changes(), "{}", text(&again));
+    env.emu.clear_request_log();
+    let (_, report) = env.apply().await;
+    assert!(
+        report.is_success() && report.applied.is_empty(),
+        "{report:#?}"
+    );
+    assert_eq!(env.emu.write_count(), 0);
+
+    // A site setting of another major.minor than the controller: an error finding.
+    let mut env = env;
+    env.reload(&yaml.replace(
+        "    namespace: arc-real\n",
+        "    namespace: arc-real\n    arc: {controllerVersion: 0.13.0}\n",
+    ));
+    let plan = env.plan().await;
+    let f = plan
+        .findings
+        .iter()
+        .find(|f| f.code == "arc-version-mismatch")
+        .unwrap_or_else(|| panic!("{}", text(&plan)));
+    assert!(
+        f.message.contains("0.13.0") && f.message.contains("0.14.2"),
+        "{}",
+        f.message
+    );
+}
+
+/// A Pod from a rendered PodTemplate, as drover's runner plan creates them.
+fn pod_from_template(tpl: &Value, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": tpl["template"]["metadata"]["labels"]},
+        "spec": tpl["template"]["spec"]})
+}
+
+#[tokio::test]
+async fn a_set_at_max_is_admitted_under_its_quota_and_one_more_pod_is_not() {
+    let env = Env::new(&fleet_yaml(BIG, "")).await;
+    let (_, report) = env.apply().await;
+    assert!(report.is_success(), "{report:#?}");
+    // big: runner 8 cpu/16Gi + dind 500m/1Gi, max 2: the quota is the sum × max.
+    let quota = env
+        .emu
+        .get_object("v1", "ResourceQuota", Some(NS), "big")
+        .unwrap();
+    assert_eq!(quota["spec"]["hard"]["requests.cpu"], "17");
+    assert_eq!(quota["spec"]["hard"]["limits.memory"], "34Gi");
+    for (set, max) in [("small", 4), ("big", 2)] {
+        let tpl = env
+            .emu
+            .get_object("v1", "PodTemplate", Some(NS), set)
+            .unwrap();
+        for i in 0..max {
+            env.emu
+                .put_object_as("drover", pod_from_template(&tpl, &format!("{set}-{i}")))
+                .unwrap_or_else(|e| panic!("{set}-{i} refused: {e:?}"));
+        }
+        let err = env
+            .emu
+            .put_object_as("drover", pod_from_template(&tpl, &format!("{set}-{max}")))
+            .unwrap_err();
+        assert!(err.message.contains("exceeded quota"), "{err:?}");
+    }
+    // What drover rendered before every container set what the quota tracks: the Docker
+    // sidecar without resources is refused.
+    env.emu
+        .delete_object("v1", "Pod", Some(NS), "big-0")
+        .unwrap();
+    let tpl = env
+        .emu
+        .get_object("v1", "PodTemplate", Some(NS), "big")
+        .unwrap();
+    let mut old = pod_from_template(&tpl, "big-old");
+    old["spec"]["initContainers"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("resources");
+    let err = env.emu.put_object_as("drover", old).unwrap_err();
+    assert!(
+        err.message.contains(
+            "failed quota: big: must specify limits.memory for: dind; requests.cpu for: dind"
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn dind_on_a_cluster_without_native_sidecars_is_an_error_finding() {
+    let emu = KubeEmulator::start_with(support::kube_emulator::EmulatorConfig {
+        git_version: "v1.28.9".to_string(),
+        ..Default::default()
+    })
+    .await;
+    emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
+    let env = Env::with(emu, &fleet_yaml(BIG, ""));
+    let plan = env.plan().await;
+    assert!(
+        codes(&plan).contains(&"native-sidecar-unsupported"),
+        "{}",
+        text(&plan)
+    );
+    let env = Env::new(&fleet_yaml(BIG, "")).await;
+    assert!(!codes(&env.plan().await).contains(&"native-sidecar-unsupported"));
 }

@@ -71,6 +71,7 @@ fn kubernetes_site() -> impl Strategy<Value = KubernetesSite> {
                         runtime_classes: crds.clone(),
                         crds,
                     },
+                    arc: None,
                 }
             },
         )
@@ -85,21 +86,66 @@ fn slurm_site() -> impl Strategy<Value = SlurmSite> {
         of(name()),
         of(name()),
         "/[a-z]{1,10}",
+        container_defaults(),
     )
         .prop_map(
-            |(use_rest, user, token_ref, default_partition, account, qos, scratch_dir)| SlurmSite {
+            |(
+                use_rest,
+                user,
+                token_ref,
+                default_partition,
+                account,
+                qos,
+                scratch_dir,
+                container,
+            )| SlurmSite {
                 rest: use_rest.then(|| SlurmRest {
                     url: "https://slurm.example.org:6820".into(),
                     user: user.clone(),
                     token_ref,
                 }),
-                cli: (!use_rest).then_some(SlurmCli { user: Some(user) }),
+                cli: (!use_rest).then_some(SlurmCli {
+                    user: Some(user),
+                    ..SlurmCli::default()
+                }),
                 default_partition,
                 account,
                 qos,
                 scratch_dir,
+                container,
             },
         )
+}
+
+fn abs_path() -> impl Strategy<Value = String> {
+    "(/[a-z0-9_-]{1,8}){1,3}"
+}
+
+fn bind_mount() -> impl Strategy<Value = BindMount> {
+    (abs_path(), of(abs_path()), any::<bool>()).prop_map(|(source, target, read_only)| BindMount {
+        source,
+        target,
+        read_only,
+    })
+}
+
+fn container_defaults() -> impl Strategy<Value = SlurmContainerDefaults> {
+    (vec(bind_mount(), 0..3), of(abs_path())).prop_map(|(binds, image_cache_dir)| {
+        SlurmContainerDefaults {
+            binds,
+            image_cache_dir,
+        }
+    })
+}
+
+fn slurm_container() -> impl Strategy<Value = SlurmContainer> {
+    (text(), vec(bind_mount(), 0..3), of(abs_path())).prop_map(|(image, binds, image_cache_dir)| {
+        SlurmContainer {
+            image,
+            binds,
+            image_cache_dir,
+        }
+    })
 }
 
 fn site() -> impl Strategy<Value = Site> {
@@ -274,7 +320,7 @@ fn runner_set() -> impl Strategy<Value = RunnerSet> {
             docker,
             vec(env_var(), 0..3),
             of(1u32..1000),
-            of(text()),
+            of(slurm_container()),
         ),
     )
         .prop_map(
@@ -299,7 +345,7 @@ fn runner_set() -> impl Strategy<Value = RunnerSet> {
                     docker,
                     env,
                     time_limit_minutes,
-                    container: container.map(|image| SlurmContainer { image }),
+                    container,
                 },
             },
         )

@@ -79,6 +79,15 @@ async fn invalid_revision_is_refused_and_the_last_good_one_kept() {
         .await
         .unwrap();
     assert_eq!(unauthorised.status().as_u16(), 401);
+    // The auth scheme is case-insensitive (RFC 9110): `bearer` works as `Bearer` does.
+    let lowercase = svc
+        .http
+        .post(format!("{}/reconcile", svc.base))
+        .header("Authorization", format!("bearer {TRIGGER_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status().as_u16(), 202);
     let queued = svc
         .http
         .post(format!("{}/reconcile", svc.base))
@@ -165,5 +174,76 @@ async fn webhooks_are_verified_and_deduplicated() {
         metrics.contains("drover_webhook_deliveries_total{event=\"push\",outcome=\"duplicate\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("drover_webhook_deliveries_total{event=\"push\",outcome=\"too_large\"} 1"),
+        "{metrics}"
+    );
+    // Unverified deliveries of made-up events add no series: labels come from a fixed set.
+    let series = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("drover_webhook"))
+            .count()
+    };
+    let before = series(&metrics);
+    for i in 0..50 {
+        let event = format!("made-up-{i}");
+        assert_eq!(
+            svc.webhook(&event, &format!("x-{i}"), body, &forged).await,
+            401
+        );
+    }
+    let metrics = svc.get("/metrics").await.1;
+    assert_eq!(series(&metrics), before, "{metrics}");
+    assert!(
+        metrics.contains(
+            "drover_webhook_deliveries_total{event=\"other\",outcome=\"bad_signature\"} 50"
+        ),
+        "{metrics}"
+    );
+    svc.shutdown().await;
+}
+
+/// A site that could not be observed has unknown drift, never 0: `changes` is null in
+/// `/status` and the page says "unknown". Its error reads plainly (the kubeconfig path
+/// once, not quoted twice).
+#[tokio::test]
+async fn an_unobserved_site_shows_unknown_not_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = "---\napiVersion: drover.dev/v1alpha1\nkind: Site\nmetadata:\n  name: lab\nspec:\n  kubernetes: {context: lab-ctx}\n  timeoutSeconds: 2\n";
+    write_fleet(dir.path(), &format!("{FLEET}{lab}"));
+    // The error quotes a JWT-shaped token (here in the kubeconfig's path, the error's one
+    // input from outside the fleet): it must not reach /status or the page.
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjaS11c2VyIn0.c2lnbmF0dXJlLXZhbHVl";
+    let config = serve_support::config(RunOptions {
+        kubeconfig: Some(format!("/nonexistent/{jwt}/kubeconfig").into()),
+        ..RunOptions::default()
+    });
+    let svc = serve_support::start(config, Box::new(LocalDir(dir.path().to_path_buf()))).await;
+    let status = svc
+        .wait_for("the first reconcile", WAIT, |s| s["ready"] == true)
+        .await;
+    for site in ["hpc", "lab"] {
+        let s = &status["sites"][site];
+        assert_eq!(s["outcome"], "failed", "{s:#}");
+        assert!(s["changes"].is_null(), "unknown, not 0: {s:#}");
+    }
+    let error = status["sites"]["lab"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot read kubeconfig /nonexistent/<redacted>/kubeconfig"),
+        "{error}"
+    );
+    assert!(!error.contains("'\""), "{error}");
+    let (_, raw_status) = svc.get("/status").await;
+    assert!(!raw_status.contains("c2lnbmF0dXJl"), "{raw_status}");
+    let page = svc.get("/").await.1;
+    assert!(!page.contains("c2lnbmF0dXJl"), "{page}");
+    assert!(page.contains("&lt;redacted&gt;"), "{page}");
+    let row = |site: &str| {
+        let start = page.find(&format!("<td><b>{site}</b></td>")).unwrap();
+        page[start..start + page[start..].find("</tr>").unwrap()].to_string()
+    };
+    for site in ["hpc", "lab"] {
+        assert!(row(site).contains("<td>unknown</td>"), "{}", row(site));
+    }
     svc.shutdown().await;
 }

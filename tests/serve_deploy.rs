@@ -248,17 +248,27 @@ fn the_configmap_config_parses_with_the_service_parser_and_matches_the_manifests
 }
 
 /// `(group, resource, verb)` for every grant of some rules.
+/// (group, resource, verb) per grant; a grant limited to named objects shows as
+/// `resource:name`.
 fn grants(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
     for rule in rules {
         assert!(
-            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
-            "drover's rules name no single objects or URLs: {rule:?}"
+            rule.non_resource_urls.is_none(),
+            "drover's rules name no URLs: {rule:?}"
         );
+        let names = rule.resource_names.clone().unwrap_or_default();
         for group in rule.api_groups.as_deref().unwrap_or_default() {
             for resource in rule.resources.as_deref().unwrap_or_default() {
-                for verb in &rule.verbs {
-                    out.insert((group.clone(), resource.clone(), verb.clone()));
+                let targets: Vec<String> = if names.is_empty() {
+                    vec![resource.clone()]
+                } else {
+                    names.iter().map(|n| format!("{resource}:{n}")).collect()
+                };
+                for target in targets {
+                    for verb in &rule.verbs {
+                        out.insert((group.clone(), target.clone(), verb.clone()));
+                    }
                 }
             }
         }
@@ -273,17 +283,56 @@ fn required_grants() -> BTreeSet<(String, String, String)> {
             api_groups: Some(vec![r.api_group]),
             resources: Some(r.resources),
             verbs: r.verbs,
+            resource_names: (!r.resource_names.is_empty()).then_some(r.resource_names),
             ..PolicyRule::default()
         })
         .collect();
     grants(&rules)
 }
 
+fn cluster_roles_named<'a>(m: &'a Manifests, name: &str) -> Vec<&'a ClusterRole> {
+    m.cluster_roles
+        .iter()
+        .filter(|r| r.metadata.name.as_deref() == Some(name))
+        .collect()
+}
+
+#[test]
+fn the_arc_manager_cluster_role_grants_what_the_chart_manager_role_does() {
+    let m = manifests();
+    assert_eq!(m.cluster_roles.len(), 2, "drover and drover-arc-manager");
+    let [role] = &cluster_roles_named(&m, kinds::ARC_MANAGER_CLUSTER_ROLE)[..] else {
+        panic!(
+            "one ClusterRole {} expected",
+            kinds::ARC_MANAGER_CLUSTER_ROLE
+        );
+    };
+    let granted = grants(role.rules.as_deref().unwrap_or_default());
+    let wanted: Vec<PolicyRule> = kinds::ARC_MANAGER_RULES
+        .iter()
+        .map(|(group, resources, verbs)| PolicyRule {
+            api_groups: Some(vec![group.to_string()]),
+            resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            ..PolicyRule::default()
+        })
+        .collect();
+    assert_eq!(granted, grants(&wanted));
+    // What the chart's manager Role grants that a runner pod cannot do without.
+    for (resource, verb) in [
+        ("pods", "create"),
+        ("secrets", "get"),
+        ("pods/status", "get"),
+    ] {
+        assert!(granted.contains(&(String::new(), resource.into(), verb.into())));
+    }
+}
+
 #[test]
 fn the_cluster_role_grants_exactly_what_the_driver_uses() {
     let m = manifests();
-    let [role] = m.cluster_roles.as_slice() else {
-        panic!("one ClusterRole expected");
+    let [role] = &cluster_roles_named(&m, "drover")[..] else {
+        panic!("one ClusterRole drover expected");
     };
     let granted = grants(role.rules.as_deref().unwrap_or_default());
     let required = required_grants();
@@ -349,8 +398,9 @@ fn the_lease_role_grants_exactly_what_the_elector_uses() {
 }
 
 /// RBAC refuses to let drover create a Role granting more than drover holds (unless it has
-/// `escalate`), or bind one (unless `bind`). Every Role drover renders for the example
-/// fleet must therefore grant a subset of the ClusterRole.
+/// `escalate`), or bind a role granting more (unless `bind` on that role). Every Role drover
+/// renders for the example fleet must therefore grant a subset of the ClusterRole, and every
+/// RoleBinding bind either such a Role or the one ClusterRole drover may bind.
 #[test]
 fn rendered_runner_roles_need_no_escalate_or_bind() {
     let repo = validate_dir(
@@ -362,6 +412,7 @@ fn rendered_runner_roles_need_no_escalate_or_bind() {
     let held = required_grants();
     let options = RunOptions::default();
     let mut roles = 0;
+    let mut arc_bindings = 0;
     for site in repo.sites.values() {
         if kind_of(&site.value) != drover::plan::SiteKind::Kubernetes {
             continue;
@@ -372,6 +423,19 @@ fn rendered_runner_roles_need_no_escalate_or_bind() {
             options: &options,
         };
         for object in drover::sites::kubernetes::render_values(&ctx).unwrap() {
+            if object["kind"] == "RoleBinding" && object["roleRef"]["kind"] == "ClusterRole" {
+                let name = object["roleRef"]["name"].as_str().unwrap();
+                let bind = (
+                    "rbac.authorization.k8s.io".into(),
+                    format!("clusterroles:{name}"),
+                    "bind".into(),
+                );
+                assert!(
+                    held.contains(&bind),
+                    "drover may not bind ClusterRole {name}"
+                );
+                arc_bindings += 1;
+            }
             if object["kind"] != "Role" {
                 continue;
             }
@@ -383,4 +447,8 @@ fn rendered_runner_roles_need_no_escalate_or_bind() {
         }
     }
     assert!(roles > 0, "the example fleet renders runner Roles");
+    assert!(
+        arc_bindings > 0,
+        "the example fleet renders ARC manager RoleBindings"
+    );
 }

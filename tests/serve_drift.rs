@@ -18,7 +18,6 @@ mod serve_support;
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use drover::serve::LocalDir;
@@ -204,7 +203,7 @@ spec:
     }
 
     fn slurm(&self, cmd: &str, args: &[&str]) -> String {
-        let out = Command::new(cmd)
+        let out = support::slurm_bed::tool(cmd)
             .args(args)
             .env("SLURM_CONF", &self.slurm_conf)
             .output()
@@ -241,6 +240,13 @@ spec:
             .into_iter()
             .filter(|i| i.state == "open" && !i.pull_request)
             .collect()
+    }
+
+    /// Whether issue `number` is open and its body contains `text`.
+    fn open_issue_says(&self, number: u64, text: &str) -> bool {
+        self.open_issues()
+            .iter()
+            .any(|i| i.number == number && i.body.as_deref().unwrap_or_default().contains(text))
     }
 
     fn posts(&self) -> usize {
@@ -487,13 +493,7 @@ async fn report_policy_shows_drift_in_one_issue_per_site_and_writes_nothing() {
     );
     world.edit_image(1, "evil/other:1");
     eventually("the lab issue updated", LONG, || {
-        world.open_issues().iter().any(|i| {
-            i.number == lab_issue.number
-                && i.body
-                    .as_deref()
-                    .unwrap_or_default()
-                    .contains("evil/other:1")
-        })
+        world.open_issue_says(lab_issue.number, "evil/other:1")
     })
     .await;
     eventually("the duplicate closed", LONG, || {
@@ -527,6 +527,38 @@ async fn report_policy_shows_drift_in_one_issue_per_site_and_writes_nothing() {
         .set_issue_labels(ISSUES_REPO, lab_issue.number, &["infra"]);
     rounds(&svc, 2.0).await;
     assert_eq!(world.posts(), 2, "no second lab issue");
+
+    // One issue that cannot be read fails its site alone: the hpc issue loses its label
+    // too, and GitHub answers 502 for it. hpc is skipped (no second hpc issue, its link
+    // kept) and the error says which; the lab issue is still updated.
+    world
+        .github
+        .set_issue_labels(ISSUES_REPO, hpc_issue.number, &["infra"]);
+    let hpc_path = format!("/repos/{ISSUES_REPO}/issues/{}", hpc_issue.number);
+    world.github.fail_path("GET", &hpc_path, 502);
+    world.edit_image(1, "evil/third:1");
+    eventually(
+        "the lab issue updated past a broken hpc issue",
+        LONG,
+        || world.open_issue_says(lab_issue.number, "evil/third:1"),
+    )
+    .await;
+    let status = svc
+        .wait_for("the hpc issue error", LONG, |s| {
+            s["drift_issues"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("site hpc: issue #{}", hpc_issue.number)))
+        })
+        .await;
+    assert_eq!(
+        status["drift"]["hpc"]["issue"]["number"], hpc_issue.number,
+        "{status:#}"
+    );
+    assert_eq!(world.posts(), 2, "no second hpc issue");
+    world.github.clear_path_faults();
+    world
+        .github
+        .set_issue_labels(ISSUES_REPO, hpc_issue.number, &["drover-drift", "infra"]);
 
     // A new revision with `drift: heal` repairs both sites; the issues are closed.
     world.write_fleet("heal");

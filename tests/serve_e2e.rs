@@ -183,7 +183,7 @@ spec:
 
     /// This fleet's live (pending or running) Slurm jobs: (id, state).
     fn jobs(&self) -> Vec<(String, String)> {
-        let out = Command::new("squeue")
+        let out = support::slurm_bed::tool("squeue")
             .args(["-h", "-o", "%i %j %T"])
             .env("SLURM_CONF", &self.slurm_conf)
             .output()
@@ -203,7 +203,7 @@ spec:
 
 impl Drop for World {
     fn drop(&mut self) {
-        let out = Command::new("squeue")
+        let out = support::slurm_bed::tool("squeue")
             .args(["-h", "-o", "%i %j"])
             .env("SLURM_CONF", &self.slurm_conf)
             .output();
@@ -216,7 +216,7 @@ impl Drop for World {
             .map(|(id, _)| id.to_string())
             .collect();
         if !ids.is_empty() {
-            let _ = Command::new("scancel")
+            let _ = support::slurm_bed::tool("scancel")
                 .args(&ids)
                 .env("SLURM_CONF", &self.slurm_conf)
                 .status();

@@ -192,3 +192,41 @@ async fn reconcile_now_triggers_a_running_service_with_documented_exit_codes() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+/// A FIFO named like a fleet file (`x.yaml`) neither hangs the fetch nor the shutdown: the
+/// revision that holds it is refused (E109), and fetching goes on, so removing it is seen.
+#[tokio::test]
+async fn dir_mode_refuses_a_fifo_and_keeps_fetching() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("fifo");
+    write(dir.path(), &fleet(&name, 2));
+    let fifo = dir.path().join("x.yaml");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `path` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+    let svc = start(
+        config(RunOptions::default()),
+        Box::new(LocalDir(dir.path().to_path_buf())),
+    )
+    .await;
+    let refused = svc
+        .wait_for("the refusal", Duration::from_secs(30), |s| {
+            s["source"]["validation_errors"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        })
+        .await;
+    let errors = refused["source"]["validation_errors"].to_string();
+    assert!(
+        errors.contains("E109") && errors.contains("x.yaml"),
+        "{errors}"
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    svc.wait_for("a good revision", Duration::from_secs(30), |s| {
+        s["source"]["good_revision"].is_string()
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(30), svc.shutdown())
+        .await
+        .expect("shutdown within 30 s");
+}

@@ -1,8 +1,9 @@
-//! One behaviour suite run against both Slurm drivers on the real single-node Slurm test bed.
+//! One behaviour suite run against both Slurm drivers on the real Slurm test beds, once per
+//! Slurm generation (`slurm_22_05::…`, `slurm_24_11::…`, `slurm_26_05::…`).
 //!
 //! Needs `scripts/slurm-testbed.sh up` and its `env` output in the environment:
 //! `eval "$(scripts/slurm-testbed.sh env)" && cargo nextest run --test slurm_drivers`.
-//! Missing variables fail the tests; they are never skipped.
+//! A missing test bed fails the tests; they are never skipped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,28 +13,15 @@ use drover::sites::slurm::cli::{CliConfig, CliDriver};
 use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::slurm::{ApiVersion, Error, Job, JobSpec, JobState, Secret, SlurmDriver};
 
-/// Test-bed settings from `scripts/slurm-testbed.sh env`.
-struct Bed {
-    url: String,
-    user: String,
-    token: String,
-    conf: String,
-    workdir: String,
-}
+mod support;
+use support::slurm_bed::Bed;
 
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `scripts/slurm-testbed.sh up` and `eval \"$(scripts/slurm-testbed.sh env)\"` first")
-    })
-}
-
-fn bed() -> Bed {
-    Bed {
-        url: var("DROVER_SLURM_REST_URL"),
-        user: var("DROVER_SLURM_USER"),
-        token: var("DROVER_SLURM_TOKEN"),
-        conf: var("DROVER_SLURM_CONF"),
-        workdir: var("DROVER_SLURM_WORKDIR"),
+/// The REST version drover should choose on each generation: the newest it serves.
+fn newest_version(bed: &Bed) -> &'static str {
+    match bed.generation.as_str() {
+        "22.05" => "v0.0.38",
+        "24.11" => "v0.0.42",
+        _ => "v0.0.45",
     }
 }
 
@@ -57,6 +45,7 @@ fn cli(bed: &Bed) -> CliDriver {
     CliDriver::new(CliConfig {
         run_as: running_as_root().then(|| bed.user.clone()),
         slurm_conf: Some(PathBuf::from(&bed.conf)),
+        bin_dir: Some(bed.bin.clone()),
         timeout: Duration::from_secs(30),
     })
 }
@@ -142,16 +131,14 @@ async fn submit_list_cancel(driver: &dyn SlurmDriver, bed: &Bed, tag: &str) {
     }
 }
 
-#[tokio::test]
-async fn rest_submits_lists_and_cancels_on_each_partition() {
-    let bed = bed();
-    submit_list_cancel(&rest(&bed), &bed, "rest").await;
+async fn rest_submits_lists_and_cancels_on_each_partition(bed: Bed) {
+    let bed = &bed;
+    submit_list_cancel(&rest(bed), bed, "rest").await;
 }
 
-#[tokio::test]
-async fn cli_submits_lists_and_cancels_on_each_partition() {
-    let bed = bed();
-    submit_list_cancel(&cli(&bed), &bed, "cli").await;
+async fn cli_submits_lists_and_cancels_on_each_partition(bed: Bed) {
+    let bed = &bed;
+    submit_list_cancel(&cli(bed), bed, "cli").await;
 }
 
 async fn partitions_and_nodes(driver: &dyn SlurmDriver) {
@@ -186,14 +173,14 @@ async fn partitions_and_nodes(driver: &dyn SlurmDriver) {
     );
 }
 
-#[tokio::test]
-async fn rest_lists_partitions_and_nodes() {
-    partitions_and_nodes(&rest(&bed())).await;
+async fn rest_lists_partitions_and_nodes(bed: Bed) {
+    let bed = &bed;
+    partitions_and_nodes(&rest(bed)).await;
 }
 
-#[tokio::test]
-async fn cli_lists_partitions_and_nodes() {
-    partitions_and_nodes(&cli(&bed())).await;
+async fn cli_lists_partitions_and_nodes(bed: Bed) {
+    let bed = &bed;
+    partitions_and_nodes(&cli(bed)).await;
 }
 
 /// The job sees its environment; the secret never shows up in what Slurm lists.
@@ -226,36 +213,37 @@ async fn environment_reaches_job_but_not_listing(driver: &dyn SlurmDriver, bed: 
     let _ = std::fs::remove_file(format!("{}/slurm-{id}.out", bed.workdir));
 }
 
-#[tokio::test]
-async fn rest_passes_environment_to_the_job() {
-    let bed = bed();
-    environment_reaches_job_but_not_listing(&rest(&bed), &bed, "rest-env").await;
+async fn rest_passes_environment_to_the_job(bed: Bed) {
+    let bed = &bed;
+    environment_reaches_job_but_not_listing(&rest(bed), bed, "rest-env").await;
 }
 
-#[tokio::test]
-async fn cli_passes_environment_to_the_job() {
-    let bed = bed();
-    environment_reaches_job_but_not_listing(&cli(&bed), &bed, "cli-env").await;
+async fn cli_passes_environment_to_the_job(bed: Bed) {
+    let bed = &bed;
+    environment_reaches_job_but_not_listing(&cli(bed), bed, "cli-env").await;
 }
 
-#[tokio::test]
-async fn rest_negotiates_the_version_the_server_offers() {
-    let version = rest(&bed()).version().await.unwrap();
+async fn rest_negotiates_the_version_the_server_offers(bed: Bed) {
+    let bed = &bed;
+    let version = rest(bed).version().await.unwrap();
     assert_eq!(
-        version,
-        ApiVersion::V0038,
-        "Slurm 22.05 offers only v0.0.38"
+        version.as_str(),
+        newest_version(bed),
+        "the newest version Slurm {} offers",
+        bed.generation
     );
 }
 
-#[tokio::test]
-async fn rest_wrong_token_is_an_auth_error_without_the_token() {
-    let bed = bed();
+async fn rest_wrong_token_is_an_auth_error_without_the_token(bed: Bed) {
+    let bed = &bed;
     for token in [
         "not-a-token",
         "eyJhbGciOiJIUzI1NiJ9.eyJzdW4iOiJkcm92ZXItY2kifQ.forged-signature",
     ] {
-        for forced in [None, Some(ApiVersion::V0038)] {
+        let newest = ApiVersion::PREFERENCE
+            .into_iter()
+            .find(|v| v.as_str() == newest_version(bed));
+        for forced in [None, newest] {
             let mut cfg = RestConfig::new(&bed.url, &bed.user, Secret::new(token));
             cfg.version = forced;
             let err = RestDriver::new(cfg)
@@ -271,18 +259,13 @@ async fn rest_wrong_token_is_an_auth_error_without_the_token() {
     }
 }
 
-#[tokio::test]
-async fn rest_unreachable_site_is_reported_with_its_url() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let driver = RestDriver::new(RestConfig::new(&url, "drover-ci", Secret::new("t"))).unwrap();
+async fn rest_unreachable_site_is_reported_with_its_url(bed: Bed) {
+    let bed = &bed;
+    let url = &bed.rest_down_url;
+    let driver = RestDriver::new(RestConfig::new(url, "drover-ci", Secret::new("t"))).unwrap();
     let err = driver.jobs().await.unwrap_err();
-    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
-    assert!(err.to_string().contains(&url), "{err}");
+    assert!(matches!(err, Error::RestUnreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains(url), "{err}");
 }
 
 async fn bad_partition(driver: &dyn SlurmDriver, bed: &Bed) -> Error {
@@ -292,10 +275,9 @@ async fn bad_partition(driver: &dyn SlurmDriver, bed: &Bed) -> Error {
         .unwrap_err()
 }
 
-#[tokio::test]
-async fn submit_to_unknown_partition_reports_slurms_error() {
-    let bed = bed();
-    let rest_err = bad_partition(&rest(&bed), &bed).await;
+async fn submit_to_unknown_partition_reports_slurms_error(bed: Bed) {
+    let bed = &bed;
+    let rest_err = bad_partition(&rest(bed), bed).await;
     assert!(matches!(rest_err, Error::Api { .. }), "{rest_err:?}");
     assert!(
         rest_err
@@ -303,7 +285,7 @@ async fn submit_to_unknown_partition_reports_slurms_error() {
             .contains("Invalid partition name specified"),
         "{rest_err}"
     );
-    let cli_err = bad_partition(&cli(&bed), &bed).await;
+    let cli_err = bad_partition(&cli(bed), bed).await;
     assert!(matches!(cli_err, Error::Command { .. }), "{cli_err:?}");
     assert!(
         cli_err.to_string().contains("invalid partition"),
@@ -313,13 +295,13 @@ async fn submit_to_unknown_partition_reports_slurms_error() {
 
 /// Sets a partition's state with `scontrol` (as root, the test bed's admin).
 fn set_partition_state(bed: &Bed, partition: &str, state: &str) {
-    let status = std::process::Command::new("scontrol")
+    let status = bed
+        .tool("scontrol")
         .args([
             "update",
             &format!("partitionname={partition}"),
             &format!("state={state}"),
         ])
-        .env("SLURM_CONF", &bed.conf)
         .status()
         .expect("run scontrol");
     assert!(
@@ -346,11 +328,24 @@ async fn partition_state(driver: &dyn SlurmDriver, name: &str) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_partition_set_down_is_observed_by_both_drivers() {
-    let bed = bed();
-    set_partition_state(&bed, "maint", "down");
-    let _restore = Restore(&bed, "maint");
-    assert_eq!(partition_state(&rest(&bed), "maint").await, "DOWN");
-    assert_eq!(partition_state(&cli(&bed), "maint").await, "DOWN");
+async fn a_partition_set_down_is_observed_by_both_drivers(bed: Bed) {
+    let bed = &bed;
+    set_partition_state(bed, "maint", "down");
+    let _restore = Restore(bed, "maint");
+    assert_eq!(partition_state(&rest(bed), "maint").await, "DOWN");
+    assert_eq!(partition_state(&cli(bed), "maint").await, "DOWN");
 }
+
+per_generation!(
+    rest_submits_lists_and_cancels_on_each_partition,
+    cli_submits_lists_and_cancels_on_each_partition,
+    rest_lists_partitions_and_nodes,
+    cli_lists_partitions_and_nodes,
+    rest_passes_environment_to_the_job,
+    cli_passes_environment_to_the_job,
+    rest_negotiates_the_version_the_server_offers,
+    rest_wrong_token_is_an_auth_error_without_the_token,
+    rest_unreachable_site_is_reported_with_its_url,
+    submit_to_unknown_partition_reports_slurms_error,
+    a_partition_set_down_is_observed_by_both_drivers,
+);

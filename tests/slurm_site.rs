@@ -1,19 +1,19 @@
-//! The Slurm site driver end to end (render → observe → plan → apply) on the real
-//! single-node Slurm test bed, with one behaviour suite run through both drivers.
+//! The Slurm site driver end to end (render → observe → plan → apply) on the real Slurm
+//! test beds, with one behaviour suite run through both drivers on every Slurm generation
+//! (`slurm_22_05::…`, `slurm_24_11::…`, `slurm_26_05::…`).
 //!
-//! Needs `scripts/slurm-testbed.sh up` and `eval "$(scripts/slurm-testbed.sh env)"`;
-//! missing variables fail the tests (never skipped). Every test builds its own fleet in a
+//! Needs `scripts/slurm-testbed.sh up` and `eval "$(scripts/slurm-testbed.sh env)"`; a
+//! missing test bed fails the tests (never skipped). Every test builds its own fleet in a
 //! tempdir with a random fleet name, so its jobs (`drover-<fleet>-<set>`) never collide
 //! with other tests running in parallel, and cancels everything it submitted on exit.
 //!
 //! Shared state is avoided on purpose: "partition down" uses a partition the test creates
-//! (not `maint`, which `slurm_drivers` toggles), and "slurmctld down" runs a second
-//! slurmrestd whose slurm.conf points at a closed slurmctld port, so the real slurmctld,
-//! which other tests use at the same time, keeps running.
+//! (not `maint`, which `slurm_drivers` toggles), and "slurmctld down" uses the test bed's
+//! fault slurmrestd, whose slurmctld is not running, so the real slurmctld keeps serving
+//! the other tests.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drover::credentials::Secret;
@@ -25,34 +25,12 @@ use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::slurm::{Job, JobSpec, JobState, SlurmDriver};
 use drover::sites::{ApplyOptions, RunOptions, SiteContext};
 
+mod support;
+use support::slurm_bed::Bed;
+
 // ---------------------------------------------------------------------------------------
 // Test bed and fleet fixtures
 // ---------------------------------------------------------------------------------------
-
-struct Bed {
-    url: String,
-    user: String,
-    token: String,
-    conf: String,
-}
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run `scripts/slurm-testbed.sh up` and \
-             `eval \"$(scripts/slurm-testbed.sh env)\"` first (these tests need the real Slurm test bed)"
-        )
-    })
-}
-
-fn bed() -> Bed {
-    Bed {
-        url: var("DROVER_SLURM_REST_URL"),
-        user: var("DROVER_SLURM_USER"),
-        token: var("DROVER_SLURM_TOKEN"),
-        conf: var("DROVER_SLURM_CONF"),
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
@@ -94,6 +72,8 @@ struct Extra {
     docs: String,
     /// Site timeout.
     timeout: Option<u64>,
+    /// The CLI driver's tools from this directory instead of the test bed's.
+    bin: Option<PathBuf>,
 }
 
 /// A fleet in a tempdir, validated; cancels every job of the fleet when dropped.
@@ -122,13 +102,20 @@ fn random_suffix() -> String {
     s
 }
 
-fn fleet(via: Via, tag: &str, sets: &[Set]) -> TestFleet {
-    fleet_with(via, tag, sets, Extra::default(), None)
+fn fleet(bed: &Bed, via: Via, tag: &str, sets: &[Set]) -> TestFleet {
+    fleet_with(bed, via, tag, sets, Extra::default(), None)
 }
 
 /// Builds a fleet; `name` reuses a fleet name (to look at the same jobs another way).
-fn fleet_with(via: Via, tag: &str, sets: &[Set], extra: Extra, name: Option<&str>) -> TestFleet {
-    let bed = bed();
+fn fleet_with(
+    bed: &Bed,
+    via: Via,
+    tag: &str,
+    sets: &[Set],
+    extra: Extra,
+    name: Option<&str>,
+) -> TestFleet {
+    let bed = bed.clone();
     let name = name.map_or_else(|| format!("t{tag}-{}", random_suffix()), str::to_owned);
     let dir = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -141,7 +128,12 @@ fn fleet_with(via: Via, tag: &str, sets: &[Set], extra: Extra, name: Option<&str
             extra.url.as_deref().unwrap_or(&bed.url),
             bed.user
         ),
-        Via::Cli => format!("cli: {{user: {}}}", bed.user),
+        Via::Cli => format!(
+            "cli: {{user: {}, binDir: \"{}\", slurmConf: \"{}\"}}",
+            bed.user,
+            extra.bin.as_ref().unwrap_or(&bed.bin).display(),
+            bed.conf
+        ),
     };
     let mut yaml = format!(
         r#"apiVersion: drover.dev/v1alpha1
@@ -313,29 +305,7 @@ impl TestFleet {
 
 impl Drop for TestFleet {
     fn drop(&mut self) {
-        cancel_fleet_jobs(&self.bed, &self.name);
-    }
-}
-
-/// Cancels every job whose name starts with `drover-<fleet>-`, as root.
-fn cancel_fleet_jobs(bed: &Bed, fleet: &str) {
-    let out = Command::new("squeue")
-        .args(["-h", "-o", "%i %j"])
-        .env("SLURM_CONF", &bed.conf)
-        .output()
-        .expect("run squeue");
-    let prefix = format!("drover-{fleet}-");
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, name)| name.starts_with(&prefix))
-        .map(|(id, _)| id.to_owned())
-        .collect();
-    if !ids.is_empty() {
-        let _ = Command::new("scancel")
-            .args(&ids)
-            .env("SLURM_CONF", &bed.conf)
-            .status();
+        self.bed.cancel_named(&format!("drover-{}-", self.name));
     }
 }
 
@@ -352,6 +322,7 @@ fn cli(bed: &Bed, run_as: Option<&str>) -> CliDriver {
     CliDriver::new(CliConfig {
         run_as: run_as.map(str::to_owned),
         slurm_conf: Some(PathBuf::from(&bed.conf)),
+        bin_dir: Some(bed.bin.clone()),
         timeout: Duration::from_secs(30),
     })
 }
@@ -395,8 +366,8 @@ async fn wait_until(fleet: &TestFleet, secs: u64, what: &str, check: impl Fn(&[J
 
 /// Runners for two runner sets land in the queue with the right partition, GRES, name,
 /// comment and user; a second plan is empty.
-async fn submits_runners_for_two_sets(via: Via) {
-    let f = fleet(via, "two", &[cpu("builds"), gpu("cuda", 1)]);
+async fn submits_runners_for_two_sets(bed: &Bed, via: Via) {
+    let f = fleet(bed, via, "two", &[cpu("builds"), gpu("cuda", 1)]);
     let desired = [("builds", 2), ("cuda", 1)];
     let plan = f.plan(&desired).await;
     assert!(plan.error.is_none(), "{plan:#?}");
@@ -449,20 +420,18 @@ async fn submits_runners_for_two_sets(via: Via) {
     assert_eq!(again.counts().unchanged, 3, "{again:#?}");
 }
 
-#[tokio::test]
-async fn rest_submits_runners_for_two_sets() {
-    submits_runners_for_two_sets(Via::Rest).await;
+async fn rest_submits_runners_for_two_sets(bed: Bed) {
+    submits_runners_for_two_sets(&bed, Via::Rest).await;
 }
 
-#[tokio::test]
-async fn cli_submits_runners_for_two_sets() {
-    submits_runners_for_two_sets(Via::Cli).await;
+async fn cli_submits_runners_for_two_sets(bed: Bed) {
+    submits_runners_for_two_sets(&bed, Via::Cli).await;
 }
 
 /// With the node's 4 GPUs held by the first runner, later runners pend; scale-down
 /// cancels pending ones newest first and never a running one.
-async fn scale_down_cancels_pending_first_never_running(via: Via) {
-    let f = fleet(via, "down", &[gpu("big", 4)]);
+async fn scale_down_cancels_pending_first_never_running(bed: &Bed, via: Via) {
+    let f = fleet(bed, via, "down", &[gpu("big", 4)]);
     let (_, report) = f.apply(&[("big", 1)]).await;
     assert_clean(&report);
     // Other tests may hold GPUs for a while; wait for ours to start.
@@ -516,19 +485,17 @@ async fn scale_down_cancels_pending_first_never_running(via: Via) {
     assert_eq!((live[0].id, &live[0].state), (running, &JobState::Running));
 }
 
-#[tokio::test]
-async fn rest_scale_down_cancels_pending_first_never_running() {
-    scale_down_cancels_pending_first_never_running(Via::Rest).await;
+async fn rest_scale_down_cancels_pending_first_never_running(bed: Bed) {
+    scale_down_cancels_pending_first_never_running(&bed, Via::Rest).await;
 }
 
-#[tokio::test]
-async fn cli_scale_down_cancels_pending_first_never_running() {
-    scale_down_cancels_pending_first_never_running(Via::Cli).await;
+async fn cli_scale_down_cancels_pending_first_never_running(bed: Bed) {
+    scale_down_cancels_pending_first_never_running(&bed, Via::Cli).await;
 }
 
 /// Jobs with drover's name but not drover's comment, or not drover's user, are not drover's.
-async fn foreign_jobs_are_never_touched(via: Via) {
-    let f = fleet(via, "foreign", &[cpu("web")]);
+async fn foreign_jobs_are_never_touched(bed: &Bed, via: Via) {
+    let f = fleet(bed, via, "foreign", &[cpu("web")]);
     let mut no_comment = f.spec("web", 1);
     no_comment.comment = String::new();
     let mut other_comment = f.spec("web", 1);
@@ -567,20 +534,18 @@ async fn foreign_jobs_are_never_touched(via: Via) {
     }
 }
 
-#[tokio::test]
-async fn rest_foreign_jobs_are_never_touched() {
-    foreign_jobs_are_never_touched(Via::Rest).await;
+async fn rest_foreign_jobs_are_never_touched(bed: Bed) {
+    foreign_jobs_are_never_touched(&bed, Via::Rest).await;
 }
 
-#[tokio::test]
-async fn cli_foreign_jobs_are_never_touched() {
-    foreign_jobs_are_never_touched(Via::Cli).await;
+async fn cli_foreign_jobs_are_never_touched(bed: Bed) {
+    foreign_jobs_are_never_touched(&bed, Via::Cli).await;
 }
 
 /// Two applies at once, an apply aborted mid-way, and held jobs left by a "crashed" drover
 /// all end with exactly the desired number of runners, one per slot.
-async fn no_duplicates_across_concurrent_and_interrupted_applies(via: Via) {
-    let f = fleet(via, "dup", &[cpu("jobs")]);
+async fn no_duplicates_across_concurrent_and_interrupted_applies(bed: &Bed, via: Via) {
+    let f = fleet(bed, via, "dup", &[cpu("jobs")]);
     let (a, b) = tokio::join!(f.apply(&[("jobs", 3)]), f.apply(&[("jobs", 3)]));
     assert_clean(&a.1);
     assert_clean(&b.1);
@@ -622,27 +587,70 @@ async fn no_duplicates_across_concurrent_and_interrupted_applies(via: Via) {
     .await;
 }
 
-#[tokio::test]
-async fn rest_no_duplicates_across_concurrent_and_interrupted_applies() {
-    no_duplicates_across_concurrent_and_interrupted_applies(Via::Rest).await;
+/// A submit of an apply that died lands held, in our slot, after our plan read the queue
+/// (as a killed drover's last `sbatch` can): its lower id keeps the slot, so ours is
+/// cancelled and that one released in its place; nothing is left held.
+async fn cli_a_dead_applys_late_submit_keeps_the_slot_and_is_released(bed: Bed) {
+    let tools = tempfile::tempdir().unwrap();
+    set_mode(tools.path(), 0o1777);
+    for tool in ["squeue", "scancel", "scontrol", "sinfo"] {
+        std::os::unix::fs::symlink(bed.bin.join(tool), tools.path().join(tool)).unwrap();
+    }
+    // The first sbatch also submits the same job once more, first: the "dead apply's".
+    let sbatch = tools.path().join("sbatch");
+    std::fs::write(
+        &sbatch,
+        format!(
+            "#!/bin/sh\nscript=$(mktemp)\ncat > \"$script\"\n\
+             if mkdir {dir}/first 2>/dev/null; then {real} \"$@\" < \"$script\" > {dir}/late; fi\n\
+             {real} \"$@\" < \"$script\"; rc=$?\nrm -f \"$script\"\nexit $rc\n",
+            dir = tools.path().display(),
+            real = bed.bin.join("sbatch").display(),
+        ),
+    )
+    .unwrap();
+    set_mode(&sbatch, 0o755);
+    let extra = Extra {
+        bin: Some(tools.path().to_owned()),
+        ..Extra::default()
+    };
+    let f = fleet_with(&bed, Via::Cli, "late", &[cpu("jobs")], extra, None);
+    let (plan, report) = f.apply(&[("jobs", 1)]).await;
+    assert_eq!(creates(&plan), 1, "{plan:#?}");
+    assert_clean(&report);
+    assert_eq!(report.applied.len(), 1, "{report:#?}");
+    let late: u64 = std::fs::read_to_string(tools.path().join("late"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let live = f.live().await;
+    assert_eq!(slots(&live), vec![1], "{live:#?}");
+    assert_eq!(live[0].id, late, "the lower id keeps the slot: {live:#?}");
+    assert_ne!(live[0].reason, "JobHeldUser", "{live:#?}");
+    let again = f.plan(&[("jobs", 1)]).await;
+    assert_eq!(again.counts().unchanged, 1, "{again:#?}");
 }
 
-#[tokio::test]
-async fn cli_no_duplicates_across_concurrent_and_interrupted_applies() {
-    no_duplicates_across_concurrent_and_interrupted_applies(Via::Cli).await;
+async fn rest_no_duplicates_across_concurrent_and_interrupted_applies(bed: Bed) {
+    no_duplicates_across_concurrent_and_interrupted_applies(&bed, Via::Rest).await;
+}
+
+async fn cli_no_duplicates_across_concurrent_and_interrupted_applies(bed: Bed) {
+    no_duplicates_across_concurrent_and_interrupted_applies(&bed, Via::Cli).await;
 }
 
 /// Checks become findings: a partition set DOWN, a missing partition, too few nodes,
 /// missing GRES.
-async fn site_checks_become_findings(via: Via) {
+async fn site_checks_become_findings(bed: &Bed, via: Via) {
     let part = format!("dt{}", random_suffix());
-    scontrol(&[
+    bed.scontrol(&[
         "create",
         &format!("PartitionName={part}"),
         "Nodes=localhost",
         "State=UP",
     ]);
-    let _cleanup = DeletePartition(part.clone());
+    let _cleanup = DeletePartition(bed.clone(), part.clone());
     let docs = format!(
         r#"---
 apiVersion: drover.dev/v1alpha1
@@ -665,7 +673,7 @@ spec: {{site: bed, nodeCount: 3, slurm: {{partition: cpu, gres: "gpu:h100:1"}}}}
         docs,
         ..Extra::default()
     };
-    let f = fleet_with(via, "checks", &[cpu("ok")], extra, None);
+    let f = fleet_with(bed, via, "checks", &[cpu("ok")], extra, None);
     let codes = |plan: &SitePlan, subject: &str| -> Vec<String> {
         plan.findings
             .iter()
@@ -685,7 +693,7 @@ spec: {{site: bed, nodeCount: 3, slurm: {{partition: cpu, gres: "gpu:h100:1"}}}}
         vec!["pool-short-of-nodes", "gres-missing"]
     );
     assert!(codes(&plan, "NodePool gpu").is_empty(), "{plan:#?}");
-    scontrol(&["update", &format!("partitionname={part}"), "state=down"]);
+    bed.scontrol(&["update", &format!("partitionname={part}"), "state=down"]);
     let plan = f.plan(&[]).await;
     assert_eq!(
         codes(&plan, "NodePool own"),
@@ -699,32 +707,22 @@ spec: {{site: bed, nodeCount: 3, slurm: {{partition: cpu, gres: "gpu:h100:1"}}}}
     assert!(md.contains("`partition-not-up`"), "{md}");
 }
 
-#[tokio::test]
-async fn rest_site_checks_become_findings() {
-    site_checks_become_findings(Via::Rest).await;
+async fn rest_site_checks_become_findings(bed: Bed) {
+    site_checks_become_findings(&bed, Via::Rest).await;
 }
 
-#[tokio::test]
-async fn cli_site_checks_become_findings() {
-    site_checks_become_findings(Via::Cli).await;
+async fn cli_site_checks_become_findings(bed: Bed) {
+    site_checks_become_findings(&bed, Via::Cli).await;
 }
 
-fn scontrol(args: &[&str]) {
-    let status = Command::new("scontrol")
-        .args(args)
-        .env("SLURM_CONF", var("DROVER_SLURM_CONF"))
-        .status()
-        .expect("run scontrol");
-    assert!(status.success(), "scontrol {args:?} failed");
-}
-
-struct DeletePartition(String);
+struct DeletePartition(Bed, String);
 
 impl Drop for DeletePartition {
     fn drop(&mut self) {
-        let _ = Command::new("scontrol")
-            .args(["delete", &format!("PartitionName={}", self.0)])
-            .env("SLURM_CONF", var("DROVER_SLURM_CONF"))
+        let _ = self
+            .0
+            .tool("scontrol")
+            .args(["delete", &format!("PartitionName={}", self.1)])
             .status();
     }
 }
@@ -732,14 +730,6 @@ impl Drop for DeletePartition {
 // ---------------------------------------------------------------------------------------
 // Failures: unreachable site, bad tokens, slurmctld down
 // ---------------------------------------------------------------------------------------
-
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn assert_unknown(plan: &SitePlan, must_contain: &[&str], token: &str) {
     let err = plan
@@ -766,14 +756,14 @@ fn assert_unknown(plan: &SitePlan, must_contain: &[&str], token: &str) {
     assert!(text.contains("plan unknown"), "{text}");
 }
 
-#[tokio::test]
-async fn rest_unreachable_site_is_an_error_naming_the_site() {
-    let url = format!("http://127.0.0.1:{}", closed_port());
+async fn rest_unreachable_site_is_an_error_naming_the_site(bed: Bed) {
+    let bed = &bed;
+    let url = bed.rest_down_url.clone();
     let extra = Extra {
         url: Some(url.clone()),
         ..Extra::default()
     };
-    let f = fleet_with(Via::Rest, "unreach", &[cpu("x")], extra, None);
+    let f = fleet_with(bed, Via::Rest, "unreach", &[cpu("x")], extra, None);
     let token = f.bed.token.clone();
     let plan = f.plan(&[("x", 1)]).await;
     assert_unknown(&plan, &["unreachable", &url], &token);
@@ -785,16 +775,14 @@ async fn rest_unreachable_site_is_an_error_naming_the_site() {
     );
 }
 
-#[tokio::test]
-async fn rest_wrong_or_expired_token_is_an_error_naming_the_site() {
-    let expired = mint_token(1);
-    std::thread::sleep(Duration::from_secs(2));
-    for token in ["not-a-token".to_owned(), expired] {
+async fn rest_wrong_or_expired_token_is_an_error_naming_the_site(bed: Bed) {
+    let bed = &bed;
+    for token in ["not-a-token".to_owned(), bed.expired_token.clone()] {
         let extra = Extra {
             token: Some(token.clone()),
             ..Extra::default()
         };
-        let f = fleet_with(Via::Rest, "token", &[cpu("x")], extra, None);
+        let f = fleet_with(bed, Via::Rest, "token", &[cpu("x")], extra, None);
         let plan = f.plan(&[("x", 1)]).await;
         assert_unknown(&plan, &["wrong or expired"], &token);
         let (_, report) = f.apply(&[("x", 1)]).await;
@@ -806,110 +794,65 @@ async fn rest_wrong_or_expired_token_is_an_error_naming_the_site() {
     }
 }
 
-#[tokio::test]
-async fn missing_token_file_is_an_error_naming_the_site_and_secret() {
-    let f = fleet(Via::Rest, "nofile", &[cpu("x")]);
+async fn missing_token_file_is_an_error_naming_the_site_and_secret(bed: Bed) {
+    let bed = &bed;
+    let f = fleet(bed, Via::Rest, "nofile", &[cpu("x")]);
     std::fs::remove_file(f._dir.path().join("slurm.jwt")).unwrap();
     let plan = f.plan(&[("x", 1)]).await;
     assert_unknown(&plan, &["slurm-jwt", "cannot read"], &f.bed.token);
 }
 
-/// A JWT for the test bed's user that expires after `secs`.
-fn mint_token(secs: u32) -> String {
-    let out = Command::new("scontrol")
-        .args([
-            "token",
-            &format!("username={}", var("DROVER_SLURM_USER")),
-            &format!("lifespan={secs}"),
-        ])
-        .env("SLURM_CONF", var("DROVER_SLURM_CONF"))
-        .output()
-        .expect("run scontrol token");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .strip_prefix("SLURM_JWT=")
-        .unwrap_or_else(|| panic!("scontrol token said {text:?}"))
-        .to_owned()
-}
-
-/// A second slurmrestd whose slurm.conf points at a closed slurmctld port: to drover,
-/// exactly "slurmrestd is up, slurmctld is down", while the real slurmctld keeps serving
-/// the other tests.
-struct DeadCtldRest {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl DeadCtldRest {
-    fn start(bed: &Bed) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        set_mode(dir.path(), 0o755);
-        let conf = dir.path().join("slurm.conf");
-        let mut text = std::fs::read_to_string(&bed.conf).unwrap();
-        text.push_str(&format!("SlurmctldPort={}\n", closed_port()));
-        let mut file = std::fs::File::create(&conf).unwrap();
-        file.write_all(text.as_bytes()).unwrap();
-        set_mode(&conf, 0o644);
-        let port = closed_port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new("runuser")
-            .args(["-u", "slurmrest", "--", "env", "SLURM_JWT=daemon"])
-            .arg(format!("SLURM_CONF={}", conf.display()))
-            .args([
-                "slurmrestd",
-                "-a",
-                "rest_auth/jwt",
-                "-s",
-                "openapi/v0.0.38",
-                &addr,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start slurmrestd");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "slurmrestd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self {
-            child,
-            url: format!("http://{addr}"),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for DeadCtldRest {
-    fn drop(&mut self) {
-        // runuser forwards the signal to slurmrestd.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
+/// Slurm 24.11's slurmrestd without v0.0.40 (`-d data_parser/v0.0.41,data_parser/v0.0.42`,
+/// what 25.05 and later serve): drover plans and applies in v0.0.42, and re-plans with no
+/// changes. (Before v0.0.41+ support this was "the server offers none of the API versions
+/// drover speaks".)
+#[tokio::test]
+async fn rest_plan_and_apply_against_a_slurmrestd_without_v0040() {
+    let bed = Bed::load("24.11");
+    let url = bed
+        .extra
+        .get("REST_URL_NO_V0040")
+        .expect("the 24.11 test bed has no REST_URL_NO_V0040")
+        .clone();
+    let extra = Extra {
+        url: Some(url),
+        ..Extra::default()
+    };
+    let f = fleet_with(&bed, Via::Rest, "nov40", &[cpu("svc")], extra, None);
+    let plan = f.plan(&[("svc", 2)]).await;
+    assert!(plan.error.is_none(), "{plan:#?}");
+    assert_eq!(plan.api.as_deref(), Some("slurmrestd v0.0.42"), "{plan:#?}");
+    assert_eq!(creates(&plan), 2, "{plan:#?}");
+    let (_, report) = f.apply(&[("svc", 2)]).await;
+    assert_clean(&report);
+    assert_eq!(report.applied.len(), 2, "{report:#?}");
+    let again = f.plan(&[("svc", 2)]).await;
+    assert_eq!(
+        (
+            creates(&again),
+            again.counts().delete,
+            again.counts().unchanged
+        ),
+        (0, 0, 2),
+        "{again:#?}"
+    );
 }
 
 /// slurmctld down: the plan is unknown with an error naming the site, apply refuses and
 /// changes nothing, and once slurmctld answers again the same runners are found.
-#[tokio::test]
-async fn rest_slurmctld_down_means_plan_unknown_and_nothing_lost() {
-    let f = fleet(Via::Rest, "ctld", &[cpu("svc")]);
+async fn rest_slurmctld_down_means_plan_unknown_and_nothing_lost(bed: Bed) {
+    let bed = &bed;
+    let f = fleet(bed, Via::Rest, "ctld", &[cpu("svc")]);
     let (_, report) = f.apply(&[("svc", 2)]).await;
     assert_clean(&report);
     let before: Vec<u64> = f.live().await.iter().map(|j| j.id).collect();
     assert_eq!(before.len(), 2);
-    let dead = DeadCtldRest::start(&f.bed);
     let extra = Extra {
-        url: Some(dead.url.clone()),
+        url: Some(bed.ctld_down_url.clone()),
         timeout: Some(15),
         ..Extra::default()
     };
-    let down = fleet_with(Via::Rest, "ctld", &[cpu("svc")], extra, Some(&f.name));
+    let down = fleet_with(bed, Via::Rest, "ctld", &[cpu("svc")], extra, Some(&f.name));
     let started = Instant::now();
     let plan = down.plan(&[("svc", 2)]).await;
     assert!(
@@ -924,7 +867,6 @@ async fn rest_slurmctld_down_means_plan_unknown_and_nothing_lost() {
         report.refused.is_some() && report.applied.is_empty(),
         "{report:?}"
     );
-    drop(dead);
     // The controller "comes back": the same two runners, nothing to create.
     let after: Vec<u64> = f.live().await.iter().map(|j| j.id).collect();
     assert_eq!(after, before);
@@ -941,9 +883,9 @@ async fn rest_slurmctld_down_means_plan_unknown_and_nothing_lost() {
 // Policies: dry run, report-only, prune
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn dry_run_submits_nothing_and_reports_what_it_would_do() {
-    let f = fleet(Via::Rest, "dry", &[cpu("d")]);
+async fn dry_run_submits_nothing_and_reports_what_it_would_do(bed: Bed) {
+    let bed = &bed;
+    let f = fleet(bed, Via::Rest, "dry", &[cpu("d")]);
     let (plan, report) = f
         .apply_with(
             &[("d", 2)],
@@ -958,9 +900,9 @@ async fn dry_run_submits_nothing_and_reports_what_it_would_do() {
     assert!(f.live().await.is_empty());
 }
 
-#[tokio::test]
-async fn report_only_site_refuses_to_apply() {
-    let f = fleet(Via::Cli, "ro", &[cpu("r")]);
+async fn report_only_site_refuses_to_apply(bed: Bed) {
+    let bed = &bed;
+    let f = fleet(bed, Via::Cli, "ro", &[cpu("r")]);
     let mut validation = validate_dir(f._dir.path(), &LoadOptions::default()).unwrap();
     validation
         .repo
@@ -987,19 +929,19 @@ async fn report_only_site_refuses_to_apply() {
 
 /// Pending jobs of a runner set that is no longer declared are cancelled only with prune;
 /// running ones are reported.
-#[tokio::test]
-async fn undeclared_sets_are_pruned_only_with_prune() {
-    let f = fleet(Via::Rest, "prune", &[cpu("keep")]);
+async fn undeclared_sets_are_pruned_only_with_prune(bed: Bed) {
+    let bed = &bed;
+    let f = fleet(bed, Via::Rest, "prune", &[cpu("keep")]);
     // A pending job of a set the fleet no longer declares: a partition that is DOWN keeps it
     // pending.
     let part = format!("dp{}", random_suffix());
-    scontrol(&[
+    bed.scontrol(&[
         "create",
         &format!("PartitionName={part}"),
         "Nodes=localhost",
         "State=DOWN",
     ]);
-    let _cleanup = DeletePartition(part.clone());
+    let _cleanup = DeletePartition(bed.clone(), part.clone());
     let mut old = f.spec("keep", 1);
     let identity = JobIdentity::new(f.name.clone(), "old", 1);
     old.name = identity.job_name();
@@ -1049,8 +991,8 @@ async fn undeclared_sets_are_pruned_only_with_prune() {
 }
 
 /// Secrets from SecretRefs reach the job's environment, never the plan or render output.
-#[tokio::test]
-async fn secret_env_reaches_the_job_but_not_the_plan() {
+async fn secret_env_reaches_the_job_but_not_the_plan(bed: Bed) {
+    let bed = &bed;
     let secret_file = tempfile::NamedTempFile::new().unwrap();
     let secret = format!("s3cr3t-{}", random_suffix());
     std::fs::write(secret_file.path(), &secret).unwrap();
@@ -1084,7 +1026,7 @@ spec:
         docs,
         ..Extra::default()
     };
-    let f = fleet_with(Via::Rest, "secret", &[], extra, None);
+    let f = fleet_with(bed, Via::Rest, "secret", &[], extra, None);
     let options = options(&[("env", 1)]);
     let values = drover::sites::slurm::render_values(&f.ctx(&options)).unwrap();
     let rendered = serde_json::to_string(&values).unwrap();
@@ -1108,3 +1050,25 @@ spec:
     let jobs = format!("{:?}", f.driver().jobs().await.unwrap());
     assert!(!jobs.contains(&secret), "the secret shows in the queue");
 }
+
+per_generation!(
+    rest_submits_runners_for_two_sets,
+    cli_submits_runners_for_two_sets,
+    rest_scale_down_cancels_pending_first_never_running,
+    cli_scale_down_cancels_pending_first_never_running,
+    rest_foreign_jobs_are_never_touched,
+    cli_foreign_jobs_are_never_touched,
+    rest_no_duplicates_across_concurrent_and_interrupted_applies,
+    cli_no_duplicates_across_concurrent_and_interrupted_applies,
+    cli_a_dead_applys_late_submit_keeps_the_slot_and_is_released,
+    rest_site_checks_become_findings,
+    cli_site_checks_become_findings,
+    rest_unreachable_site_is_an_error_naming_the_site,
+    rest_wrong_or_expired_token_is_an_error_naming_the_site,
+    missing_token_file_is_an_error_naming_the_site_and_secret,
+    rest_slurmctld_down_means_plan_unknown_and_nothing_lost,
+    dry_run_submits_nothing_and_reports_what_it_would_do,
+    report_only_site_refuses_to_apply,
+    undeclared_sets_are_pruned_only_with_prune,
+    secret_env_reaches_the_job_but_not_the_plan,
+);

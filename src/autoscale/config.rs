@@ -80,8 +80,7 @@ impl ScaleConfig {
         let default_group = repo
             .fleet
             .as_ref()
-            .and_then(|f| f.value.spec.defaults.runner_group.clone())
-            .unwrap_or_else(|| "Default".into());
+            .and_then(|f| f.value.spec.defaults.runner_group.as_deref());
         let mut sets = BTreeMap::new();
         for (name, set) in &repo.runner_sets {
             let spec = &set.value.spec;
@@ -98,11 +97,7 @@ impl ScaleConfig {
                     spec: spec.clone(),
                     site: pool.value.spec.site.clone(),
                     scope,
-                    group: spec
-                        .github
-                        .runner_group
-                        .clone()
-                        .unwrap_or_else(|| default_group.clone()),
+                    group: spec.github.effective_runner_group(default_group),
                     labels: runner_labels(spec).into_iter().collect(),
                     capacity: pool_capacity(&pool.value.spec, spec),
                 },

@@ -14,10 +14,10 @@ use drover::github::pulls::{CheckRun, Reported};
 use drover::github::{Auth, GithubClient, GithubError, RetryPolicy};
 use drover::plan::Plan;
 use drover::pr::comment::{self, Report};
-use drover::pr::mask::Masker;
 use drover::pr::trust::{self, SiteMode};
 use drover::pr::{self, Annotation, PrContext};
 use drover::reconcile;
+use drover::redact::Redactor;
 
 use super::Exit;
 use super::fleet_arg::runtime;
@@ -67,7 +67,7 @@ fn env(name: &str) -> Option<String> {
 pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
     let opts = &args.pr;
     let token = env("GITHUB_TOKEN");
-    let mut masker = Masker::new();
+    let mut masker = Redactor::new();
     if let Some(t) = &token {
         masker.know(t);
     }
@@ -301,7 +301,7 @@ async fn plan_pr(
     options: &drover::sites::RunOptions,
     only: Option<&str>,
     offline: bool,
-    masker: &mut Masker,
+    masker: &mut Redactor,
 ) -> (Plan, BTreeMap<String, SiteMode>) {
     let (merged, trusted) = trust::overlay(pr_repo, base);
     let selected = |name: &str| only.is_none_or(|o| o == name);
@@ -357,7 +357,7 @@ async fn publish(
     body: &str,
     check: &CheckRun<Annotation>,
     annotations: &[Annotation],
-    masker: &Masker,
+    masker: &Redactor,
 ) -> bool {
     let mut ok = true;
     let refused = |e: &GithubError| {

@@ -30,6 +30,8 @@ pub enum Code {
     SymlinkEscape,
     /// E108: a document is not a mapping.
     NotAMapping,
+    /// E109: a `*.yaml` entry is not a regular file (a FIFO, device node or socket).
+    NotRegularFile,
     /// E201: missing or unsupported `apiVersion`.
     ApiVersion,
     /// E202: missing or unknown `kind`.
@@ -60,6 +62,21 @@ pub enum Code {
     FleetSingleton,
     /// E308: a Kubernetes runner set has no image.
     MissingImage,
+    /// E309: two bind mounts of one container list have the same target.
+    DuplicateBindTarget,
+    /// E310: a GitHub App without its installation id.
+    AppInstallationId,
+    /// E311: a namespace or object name Kubernetes refuses (DNS-1123).
+    KubernetesName,
+    /// E312: a label or taint key or value Kubernetes refuses.
+    KubernetesLabel,
+    /// E313: an image that is not a container image reference.
+    ImageReference,
+    /// E314: a name drover derives would exceed a limit (ARC's 45-character scale set name).
+    DerivedNameTooLong,
+    /// E315: a runner group on a repository-scoped runner set (repositories have only
+    /// `Default`).
+    RepositoryRunnerGroup,
     /// E401: a value looks like a secret; the repo must hold references only.
     InlineSecret,
     /// W501: a runner set can never start a runner (`max: 0`).
@@ -70,11 +87,14 @@ pub enum Code {
     UnusedSecretRef,
     /// W504: a fleet directory holds no YAML files.
     EmptyFleet,
+    /// W505: a Slurm runner set's container image is pulled, but no image cache outlives
+    /// the job.
+    UncachedImage,
 }
 
 impl Code {
     /// Every code, in number order.
-    pub const ALL: [Code; 28] = [
+    pub const ALL: [Code; 37] = [
         Code::Io,
         Code::FileTooLarge,
         Code::NotUtf8,
@@ -83,6 +103,7 @@ impl Code {
         Code::YamlBudget,
         Code::SymlinkEscape,
         Code::NotAMapping,
+        Code::NotRegularFile,
         Code::ApiVersion,
         Code::UnknownKind,
         Code::WrongType,
@@ -98,11 +119,19 @@ impl Code {
         Code::AmbiguousLabels,
         Code::FleetSingleton,
         Code::MissingImage,
+        Code::DuplicateBindTarget,
+        Code::AppInstallationId,
+        Code::KubernetesName,
+        Code::KubernetesLabel,
+        Code::ImageReference,
+        Code::DerivedNameTooLong,
+        Code::RepositoryRunnerGroup,
         Code::InlineSecret,
         Code::MaxZero,
         Code::UnusedPool,
         Code::UnusedSecretRef,
         Code::EmptyFleet,
+        Code::UncachedImage,
     ];
 
     /// The printed code, e.g. `E301`.
@@ -117,6 +146,7 @@ impl Code {
             YamlBudget => "E106",
             SymlinkEscape => "E107",
             NotAMapping => "E108",
+            NotRegularFile => "E109",
             ApiVersion => "E201",
             UnknownKind => "E202",
             WrongType => "E203",
@@ -132,11 +162,19 @@ impl Code {
             AmbiguousLabels => "E306",
             FleetSingleton => "E307",
             MissingImage => "E308",
+            DuplicateBindTarget => "E309",
+            AppInstallationId => "E310",
+            KubernetesName => "E311",
+            KubernetesLabel => "E312",
+            ImageReference => "E313",
+            DerivedNameTooLong => "E314",
+            RepositoryRunnerGroup => "E315",
             InlineSecret => "E401",
             MaxZero => "W501",
             UnusedPool => "W502",
             UnusedSecretRef => "W503",
             EmptyFleet => "W504",
+            UncachedImage => "W505",
         }
     }
 
@@ -234,7 +272,8 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        use crate::text::Printable;
+        write!(f, "{}", Printable(&self.file.to_string_lossy()))?;
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
             if self.column > 0 {
@@ -246,10 +285,10 @@ impl fmt::Display for Diagnostic {
             ": {}[{}]: {}",
             self.severity.as_str(),
             self.code,
-            self.message
+            Printable(&self.message)
         )?;
         if let Some(hint) = &self.hint {
-            write!(f, "\n  = hint: {hint}")?;
+            write!(f, "\n  = hint: {}", Printable(hint))?;
         }
         Ok(())
     }

@@ -153,6 +153,15 @@ fn load_file(absolute: &Path, relative: &Path, options: &LoadOptions, loaded: &m
             )
             .with_hint("split the file, or raise the limit with --max-file-size"),
         ),
+        Err(ReadError::NotRegular(kind)) => loaded.diagnostics.push(
+            Diagnostic::new(
+                Code::NotRegularFile,
+                relative,
+                Pos::default(),
+                format!("not a regular file but {kind}; it was not opened for reading"),
+            )
+            .with_hint("remove it, or rename it so that it does not end in .yaml or .yml"),
+        ),
         Err(ReadError::Io(err)) => loaded.diagnostics.push(Diagnostic::new(
             Code::Io,
             relative,
@@ -181,13 +190,47 @@ fn not_utf8(relative: &Path, bytes: &[u8], err: std::str::Utf8Error) -> Diagnost
 
 enum ReadError {
     TooLarge(u64),
+    /// Not a regular file: what it is instead ("a FIFO", "a socket", ...).
+    NotRegular(&'static str),
     Io(std::io::Error),
 }
 
-/// Reads at most `limit` bytes; a larger file is refused without reading it all.
+/// What a non-regular file is, for messages.
+fn kind_of(file_type: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else {
+        "not a file"
+    }
+}
+
+/// Reads at most `limit` bytes of a regular file; a larger file is refused without reading
+/// it all. The file is opened non-blocking and its type checked on the open handle, so a
+/// FIFO, device or socket (even one swapped in after the directory walk) is refused and
+/// never blocks the read.
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let file = fs::File::open(path).map_err(ReadError::Io)?;
-    let size = file.metadata().map_err(ReadError::Io)?.len();
+    use std::os::unix::fs::OpenOptionsExt;
+    let before = fs::metadata(path).map_err(ReadError::Io)?;
+    if !before.file_type().is_file() {
+        return Err(ReadError::NotRegular(kind_of(before.file_type())));
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular(kind_of(meta.file_type())));
+    }
+    let size = meta.len();
     if size > limit {
         return Err(ReadError::TooLarge(size));
     }

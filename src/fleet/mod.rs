@@ -73,7 +73,8 @@ pub fn validate_loaded(loaded: load::Loaded) -> Validation {
     }
     let validators = schema::Validators::new();
     let repo = repo::build(loaded.docs, &validators, &mut diagnostics);
-    diagnostics.extend(rules::check(&repo));
+    let errors_so_far = diagnostics.iter().any(Diagnostic::is_error);
+    diagnostics.extend(rules::check(&repo, errors_so_far));
     diagnostic::sort(&mut diagnostics);
     Validation {
         repo,

@@ -225,6 +225,38 @@ pub struct KubernetesSite {
     /// What must exist on the cluster for runners to work.
     #[serde(default)]
     pub requires: KubernetesRequirements,
+    /// actions-runner-controller on this cluster (for `engine: arc` runner sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arc: Option<ArcSite>,
+}
+
+/// The actions-runner-controller (gha-runner-scale-set-controller) a site runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArcSite {
+    /// The controller's version, e.g. `0.14.2`: rendered as each AutoscalingRunnerSet's
+    /// `app.kubernetes.io/version` label (the controller deletes sets whose major.minor
+    /// differs from its own). When unset, it is read from the controller's Deployment
+    /// (label `app.kubernetes.io/version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+\.[0-9]+\.[0-9]+$"))]
+    pub controller_version: Option<String>,
+    /// The controller's ServiceAccount, bound to each set's manager Role (chart value
+    /// `controllerServiceAccount`). When unset, it is read from the controller's
+    /// Deployment (labels `actions.github.com/controller-service-account-{name,namespace}`),
+    /// as the chart does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_service_account: Option<ArcServiceAccount>,
+}
+
+/// A ServiceAccount of the ARC controller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArcServiceAccount {
+    /// Its name, e.g. `arc-gha-rs-controller`.
+    pub name: String,
+    /// Its namespace, e.g. `arc-systems`.
+    pub namespace: String,
 }
 
 /// An inclusive range of `MAJOR.MINOR` versions.
@@ -289,6 +321,56 @@ pub struct SlurmSite {
     /// Node-local scratch directory under which each runner job gets its work directory.
     #[serde(default = "default_scratch")]
     pub scratch_dir: String,
+    /// Apptainer settings for every runner set of the site that runs in a `container`:
+    /// bind mounts all of them get, and the image cache. A runner set's own `container`
+    /// settings add to these and override them.
+    #[serde(default, skip_serializing_if = "SlurmContainerDefaults::is_empty")]
+    pub container: SlurmContainerDefaults,
+}
+
+/// Apptainer defaults of a Slurm site, for runner sets that run in a `container`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SlurmContainerDefaults {
+    /// Host paths bound into every container on the site, e.g. `/cvmfs` (read-only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<BindMount>,
+    /// Absolute path of Apptainer's image cache (`APPTAINER_CACHEDIR`) on the nodes: a
+    /// directory that outlives the job directories, so that a `docker://` image is pulled
+    /// and converted once, not by every job. The job creates it when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub image_cache_dir: Option<String>,
+}
+
+impl SlurmContainerDefaults {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.binds.is_empty() && self.image_cache_dir.is_none()
+    }
+}
+
+/// A host path bound into a runner's Apptainer container (`--bind SOURCE:TARGET[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BindMount {
+    /// Absolute path on the node, e.g. `/cvmfs` or `/datasets/imagenet`.
+    #[schemars(regex(pattern = r"^/"))]
+    pub source: String,
+    /// Absolute path inside the container; the same as `source` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub target: Option<String>,
+    /// Mount read-only (`:ro`). Off unless set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+impl BindMount {
+    /// Where the path appears inside the container: `target`, else `source`.
+    pub fn target(&self) -> &str {
+        self.target.as_deref().unwrap_or(&self.source)
+    }
 }
 
 fn default_scratch() -> String {
@@ -315,6 +397,17 @@ pub struct SlurmCli {
     /// Run the tools as this user (via `runuser`); drover's own user when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Absolute path of the directory holding `sbatch`, `squeue`, `scancel`, `scontrol` and
+    /// `sinfo`, e.g. `/opt/slurm/bin`; found on drover's `PATH` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub bin_dir: Option<String>,
+    /// Absolute path of the cluster's slurm.conf, passed to the tools as `SLURM_CONF`, for a
+    /// host that reaches several clusters; the tools' default (or drover's own `SLURM_CONF`)
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub slurm_conf: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,7 +603,8 @@ pub struct RunnerSetSpec {
     /// Slurm runner script.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// Docker for jobs: `none`, `dind` (privileged sidecar) or `rootless`.
+    /// Docker for jobs: `none`, `dind` (privileged sidecar) or `rootless` (rootless
+    /// sidecar). Kubernetes only: Slurm runner sets take `none`.
     #[serde(default)]
     pub docker: DockerMode,
     /// Environment for the runner; values are plain text, secrets by `secretRef`.
@@ -520,7 +614,7 @@ pub struct RunnerSetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub time_limit_minutes: Option<u32>,
-    /// Slurm only: run the runner from a cached Apptainer image.
+    /// Slurm only: run the runner in an Apptainer container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<SlurmContainer>,
 }
@@ -540,12 +634,30 @@ pub struct RunnerScope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
     pub repo: Option<String>,
-    /// Runner group; the fleet default or `Default`.
+    /// Runner group (organization and enterprise scope only: a repository's runners are
+    /// all in `Default`); the fleet default or `Default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_group: Option<String>,
 }
 
+/// GitHub's one runner group of repository runners (and every scope's fallback).
+pub const DEFAULT_RUNNER_GROUP: &str = "Default";
+
 impl RunnerScope {
+    /// The runner group its runners join: the set's, else `fleet_default`, else `Default`.
+    /// Repository-scoped runners have only `Default` (validate refuses a group there, E315),
+    /// so the fleet default does not apply to them.
+    pub fn effective_runner_group(&self, fleet_default: Option<&str>) -> String {
+        if self.repo.is_some() {
+            return DEFAULT_RUNNER_GROUP.to_string();
+        }
+        self.runner_group
+            .as_deref()
+            .or(fleet_default)
+            .unwrap_or(DEFAULT_RUNNER_GROUP)
+            .to_string()
+    }
+
     /// A stable text form, e.g. `org/acme` or `repo/acme/widgets`, or `None` when the scope
     /// names zero or several targets.
     pub fn key(&self) -> Option<String> {
@@ -626,12 +738,23 @@ pub struct EnvVar {
     pub secret_ref: Option<String>,
 }
 
-/// Run a Slurm runner from a cached Apptainer image.
+/// Run a Slurm runner in an Apptainer container (`apptainer exec --userns`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SlurmContainer {
-    /// Path of a `.sif` image on shared storage, or a `docker://` reference.
+    /// The image, as `apptainer exec` takes it: the path of a `.sif` file or a sandbox
+    /// directory on the nodes, or a reference such as `docker://…` (pulled into the image
+    /// cache).
     pub image: String,
+    /// Host paths bound into the container, besides the site's `container.binds`; one with
+    /// the same target as a site bind replaces it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<BindMount>,
+    /// Apptainer's image cache for this runner set; the site's `container.imageCacheDir`
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub image_cache_dir: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -698,6 +821,16 @@ pub enum StoreKind {
     /// A cluster-wide ClusterSecretStore.
     #[default]
     ClusterSecretStore,
+}
+
+impl StoreKind {
+    /// The kind's name, as an ExternalSecret's `secretStoreRef.kind` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::SecretStore => "SecretStore",
+            StoreKind::ClusterSecretStore => "ClusterSecretStore",
+        }
+    }
 }
 
 /// An environment variable of drover's process.

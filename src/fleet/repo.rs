@@ -124,7 +124,7 @@ struct Checked {
 /// A typed object of any kind.
 enum Object {
     Fleet(Located<Fleet>),
-    Site(Located<Site>),
+    Site(Box<Located<Site>>),
     NodePool(Located<NodePool>),
     RunnerSet(Located<RunnerSet>),
     SecretRef(Located<SecretRef>),
@@ -167,7 +167,7 @@ fn typed_object(
 ) -> Option<Object> {
     Some(match kind {
         Kind::Fleet => Object::Fleet(typed(doc, json, diagnostics)?),
-        Kind::Site => Object::Site(typed(doc, json, diagnostics)?),
+        Kind::Site => Object::Site(Box::new(typed(doc, json, diagnostics)?)),
         Kind::NodePool => Object::NodePool(typed(doc, json, diagnostics)?),
         Kind::RunnerSet => Object::RunnerSet(typed(doc, json, diagnostics)?),
         Kind::SecretRef => Object::SecretRef(typed(doc, json, diagnostics)?),
@@ -276,7 +276,7 @@ fn insert(repo: &mut FleetRepo, object: Object, diagnostics: &mut Vec<Diagnostic
         Object::Fleet(fleet) => {
             repo.fleet.get_or_insert(fleet);
         }
-        Object::Site(o) => add(&mut repo.sites, o, |s| &s.metadata.name, diagnostics),
+        Object::Site(o) => add(&mut repo.sites, *o, |s| &s.metadata.name, diagnostics),
         Object::NodePool(o) => add(&mut repo.pools, o, |p| &p.metadata.name, diagnostics),
         Object::RunnerSet(o) => add(&mut repo.runner_sets, o, |r| &r.metadata.name, diagnostics),
         Object::SecretRef(o) => add(&mut repo.secrets, o, |s| &s.metadata.name, diagnostics),

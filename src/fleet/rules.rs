@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::diagnostic::{Code, Diagnostic};
-use super::model::{DockerMode, Engine, Kind, NodePool, RunnerSet, Site};
+use super::model::{BindMount, DockerMode, Engine, Kind, NodePool, RunnerSet, Site};
 use super::repo::{FleetRepo, Located};
+use super::schema::dotted;
 use super::yaml::Pos;
 
 /// Runs every rule and returns what they found.
-pub fn check(repo: &FleetRepo) -> Vec<Diagnostic> {
+pub fn check(repo: &FleetRepo, errors_so_far: bool) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     fleet_singleton(repo, &mut out);
     references(repo, &mut out);
@@ -22,8 +23,14 @@ pub fn check(repo: &FleetRepo) -> Vec<Diagnostic> {
     for pool in repo.pools.values() {
         pool_fits_site(repo, pool, &mut out);
     }
+    for site in repo.sites.values() {
+        slurm_site_container(site, &mut out);
+    }
     ambiguous_labels(repo, &mut out);
-    if !repo.incomplete {
+    kubernetes_values(repo, &mut out);
+    // A fleet with errors is not what its author means yet: "unused" would be noise
+    // (a pool whose set failed its checks is not unused).
+    if !repo.incomplete && !errors_so_far && !out.iter().any(Diagnostic::is_error) {
         unused(repo, &mut out);
     }
     out
@@ -194,6 +201,16 @@ fn runner_set(repo: &FleetRepo, set: &Located<RunnerSet>, out: &mut Vec<Diagnost
             .with_hint("lower min or raise max"),
         );
     }
+    if let (Some(repo_name), Some(group)) = (&spec.github.repo, &spec.github.runner_group) {
+        out.push(
+            set.diag(
+                Code::RepositoryRunnerGroup,
+                "/spec/github/runnerGroup",
+                format!("runner group `{group}` on repository scope ({repo_name}): a repository's runners are all in the `Default` group, so no runner of this set could ever register"),
+            )
+            .with_hint("remove runnerGroup, or scope the set to the organization (github.org) where the group exists"),
+        );
+    }
     if spec.max == 0 {
         out.push(set.diag(
             Code::MaxZero,
@@ -273,15 +290,58 @@ fn slurm_runner_set(
                 .with_hint("use `engine: drover` on Slurm"),
         );
     }
-    if spec.docker == DockerMode::Dind {
-        out.push(
+    match spec.docker {
+        DockerMode::None => {}
+        DockerMode::Dind => out.push(
             set.diag(
                 Code::SiteKindMismatch,
                 "/spec/docker",
                 "docker `dind` needs a privileged sidecar, which Slurm jobs cannot have",
             )
-            .with_hint("use `rootless` or `none` on Slurm"),
-        );
+            .with_hint(NO_DOCKER_ON_SLURM),
+        ),
+        DockerMode::Rootless => out.push(
+            set.diag(
+                Code::SiteKindMismatch,
+                "/spec/docker",
+                "docker `rootless` runs a rootless Docker sidecar, which exists only on \
+                 Kubernetes: a Slurm runner job would get no Docker daemon",
+            )
+            .with_hint(NO_DOCKER_ON_SLURM),
+        ),
+    }
+    if let Some(container) = &spec.container {
+        binds(set, "/spec/container", &container.binds, out);
+        if let Some(dir) = &container.image_cache_dir {
+            normal_path(set, "/spec/container/imageCacheDir", dir, out);
+        }
+        let site_cache = site
+            .value
+            .spec
+            .slurm
+            .as_ref()
+            .and_then(|s| s.container.image_cache_dir.as_ref());
+        if is_pulled(&container.image)
+            && container.image_cache_dir.is_none()
+            && site_cache.is_none()
+        {
+            out.push(
+                set.diag(
+                    Code::UncachedImage,
+                    "/spec/container/image",
+                    format!(
+                        "Apptainer pulls and converts `{}`; without `imageCacheDir` its cache \
+                         is under the job's HOME, the job directory, which is deleted when the \
+                         job ends, so every job pulls the image again",
+                        container.image
+                    ),
+                )
+                .with_hint(
+                    "set `container.imageCacheDir` on the runner set or on the Slurm site \
+                     (a directory on the nodes that outlives the jobs)",
+                ),
+            );
+        }
     }
     let partition = pool
         .value
@@ -301,6 +361,110 @@ fn slurm_runner_set(
                 .with_hint("set `slurm.partition` on the pool"),
         );
     }
+}
+
+/// The hint for Docker modes on Slurm.
+const NO_DOCKER_ON_SLURM: &str = "use `docker: none` on Slurm; `container:` runs the runner \
+     and its steps in Apptainer instead (rootless, in a user namespace)";
+
+/// Whether Apptainer pulls or converts the image (a `docker://`, `oras://`, … reference)
+/// rather than opening a path on the node.
+fn is_pulled(image: &str) -> bool {
+    !image.starts_with('/')
+}
+
+/// The site-wide container defaults of a Slurm site.
+fn slurm_site_container(site: &Located<Site>, out: &mut Vec<Diagnostic>) {
+    let Some(slurm) = &site.value.spec.slurm else {
+        return;
+    };
+    binds(site, "/spec/slurm/container", &slurm.container.binds, out);
+    if let Some(dir) = &slurm.container.image_cache_dir {
+        normal_path(site, "/spec/slurm/container/imageCacheDir", dir, out);
+    }
+}
+
+/// One list of bind mounts (`POINTER/binds`): paths `--bind` can carry, no target twice.
+fn binds<T>(obj: &Located<T>, pointer: &str, binds: &[BindMount], out: &mut Vec<Diagnostic>) {
+    let mut targets: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, bind) in binds.iter().enumerate() {
+        let at = format!("{pointer}/binds/{i}");
+        let mut ok = bind_path(obj, &format!("{at}/source"), &bind.source, out);
+        if let Some(target) = &bind.target {
+            ok &= bind_path(obj, &format!("{at}/target"), target, out);
+        }
+        let target = bind.target();
+        let target_at = if bind.target.is_some() {
+            format!("{at}/target")
+        } else {
+            format!("{at}/source")
+        };
+        if ok && target == "/" {
+            out.push(
+                obj.diag(
+                    Code::InvalidValue,
+                    &target_at,
+                    "a bind mount cannot target `/`: it would replace the container's root",
+                )
+                .with_hint("bind the directory the runner needs, e.g. `target: /data`"),
+            );
+        }
+        match targets.get(target) {
+            Some(first) => out.push(
+                obj.diag(
+                    Code::DuplicateBindTarget,
+                    &target_at,
+                    format!(
+                        "`{}[{i}]` and `{}[{first}]` both mount at `{target}`",
+                        dotted(&format!("{pointer}/binds")),
+                        dotted(&format!("{pointer}/binds"))
+                    ),
+                )
+                .with_hint("keep one of them (a runner set's bind replaces a site bind of the same target)"),
+            ),
+            None => {
+                targets.insert(target, i);
+            }
+        }
+    }
+}
+
+/// A bind path: a normal absolute path without `:` or `,` (`--bind`'s separators).
+fn bind_path<T>(obj: &Located<T>, pointer: &str, path: &str, out: &mut Vec<Diagnostic>) -> bool {
+    if path.contains([':', ',']) {
+        out.push(
+            obj.diag(
+                Code::InvalidValue,
+                pointer,
+                format!(
+                    "`{path}` contains `:` or `,`, which `apptainer --bind` reads as separators"
+                ),
+            )
+            .with_hint("rename the directory, or bind a parent directory whose path has neither"),
+        );
+        return false;
+    }
+    normal_path(obj, pointer, path, out)
+}
+
+/// An absolute path written the one way: no empty, `.` or `..` component, no trailing `/`.
+fn normal_path<T>(obj: &Located<T>, pointer: &str, path: &str, out: &mut Vec<Diagnostic>) -> bool {
+    let normal = path == "/"
+        || (path.starts_with('/')
+            && path[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."));
+    if !normal {
+        out.push(
+            obj.diag(
+                Code::InvalidValue,
+                pointer,
+                format!("`{path}` is not a normal absolute path"),
+            )
+            .with_hint("write it without `//`, `.` or `..` components and without a trailing `/`"),
+        );
+    }
+    normal
 }
 
 fn kubernetes_runner_set(repo: &FleetRepo, set: &Located<RunnerSet>, out: &mut Vec<Diagnostic>) {
@@ -439,4 +603,183 @@ fn used_secret_names(repo: &FleetRepo) -> BTreeSet<String> {
         );
     }
     used
+}
+
+static DNS1123_LABEL: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap());
+static DNS1123_SUBDOMAIN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap()
+});
+static QUALIFIED_NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$").unwrap()
+});
+/// The reference grammar of distribution/reference: `[domain[:port]/]path[:tag][@digest]`.
+static IMAGE_REFERENCE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    let component = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*";
+    let domain = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?";
+    let tag = r"[\w][\w.-]{0,127}";
+    let digest = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
+    regex::Regex::new(&format!(
+        r"^(?:{domain}/)?{component}(?:/{component})*(?::{tag})?(?:@{digest})?$"
+    ))
+    .unwrap()
+});
+
+/// The ARC chart's limit on a scale set's name.
+pub const ARC_SCALE_SET_NAME_MAX: usize = 45;
+
+/// Why `ns` is not a valid namespace name, if it is not.
+pub fn namespace_problem(ns: &str) -> Option<String> {
+    (ns.len() > 63 || !DNS1123_LABEL.is_match(ns)).then(|| {
+        format!("`{}` is not a valid namespace: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", shorten(ns))
+    })
+}
+
+fn subdomain_problem(name: &str) -> Option<String> {
+    (name.len() > 253 || !DNS1123_SUBDOMAIN.is_match(name)).then(|| {
+        format!("`{}` is not a valid object name: at most 253 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", shorten(name))
+    })
+}
+
+/// Why `key` is not a valid label (or annotation) key, if it is not.
+pub fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && DNS1123_SUBDOMAIN.is_match(p));
+    let name_ok = !name.is_empty() && name.len() <= 63 && QUALIFIED_NAME.is_match(name);
+    (!(prefix_ok && name_ok)).then(|| {
+        format!("`{}` is not a valid label key: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", shorten(key))
+    })
+}
+
+/// Why `value` is not a valid label value, if it is not.
+pub fn label_value_problem(value: &str) -> Option<String> {
+    (!value.is_empty() && (value.len() > 63 || !QUALIFIED_NAME.is_match(value))).then(|| {
+        format!("`{}` ({} characters) is not a valid label value: at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", shorten(value), value.chars().count())
+    })
+}
+
+/// Why `image` is not a container image reference, if it is not.
+pub fn image_problem(image: &str) -> Option<String> {
+    (image.len() > 4096 || !IMAGE_REFERENCE.is_match(image)).then(|| {
+        format!("`{}` is not a container image reference ([registry/]path[:tag][@digest], lower-case path)", shorten(image))
+    })
+}
+
+/// A value as quoted in a message: at most 80 characters.
+fn shorten(s: &str) -> String {
+    let cut: String = s.chars().take(80).collect();
+    if cut.len() < s.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+/// What Kubernetes would refuse at apply time, found at `validate` time: namespaces, Secret
+/// names, label and taint keys and values, images, a GitHub App's installation id (ARC
+/// needs it), and the names drover derives (ARC's scale set name).
+fn kubernetes_values(repo: &FleetRepo, out: &mut Vec<Diagnostic>) {
+    if let Some(fleet) = &repo.fleet {
+        let spec = &fleet.value.spec;
+        if let Some(app) = &spec.github.app
+            && app.installation_id.is_none()
+        {
+            out.push(
+                fleet
+                    .diag(
+                        Code::AppInstallationId,
+                        "/spec/github/app",
+                        "a GitHub App needs its installationId: actions-runner-controller reads github_app_installation_id from its config Secret, and drover's own client needs it",
+                    )
+                    .with_hint("add `installationId:` (the number in the App installation's settings URL)"),
+            );
+        }
+        if let Some(ns) = &spec.defaults.namespace
+            && let Some(why) = namespace_problem(ns)
+        {
+            out.push(fleet.diag(Code::KubernetesName, "/spec/defaults/namespace", why));
+        }
+        if let Some(image) = &spec.defaults.runner_image
+            && let Some(why) = image_problem(image)
+        {
+            out.push(fleet.diag(Code::ImageReference, "/spec/defaults/runnerImage", why));
+        }
+    }
+    for site in repo.sites.values() {
+        if let Some(ns) = site
+            .value
+            .spec
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.namespace.as_ref())
+            && let Some(why) = namespace_problem(ns)
+        {
+            out.push(site.diag(Code::KubernetesName, "/spec/kubernetes/namespace", why));
+        }
+    }
+    for secret in repo.secrets.values() {
+        if let Some(ks) = &secret.value.spec.kubernetes_secret {
+            if let Some(why) = namespace_problem(&ks.namespace) {
+                out.push(secret.diag(
+                    Code::KubernetesName,
+                    "/spec/kubernetesSecret/namespace",
+                    why,
+                ));
+            }
+            if let Some(why) = subdomain_problem(&ks.name) {
+                out.push(secret.diag(Code::KubernetesName, "/spec/kubernetesSecret/name", why));
+            }
+        }
+    }
+    for pool in repo.pools.values() {
+        let Some(kp) = &pool.value.spec.kubernetes else {
+            continue;
+        };
+        for (field, map) in [("labels", &kp.labels), ("nodeSelector", &kp.node_selector)] {
+            for (key, value) in map {
+                let pointer = format!(
+                    "/spec/kubernetes/{field}/{}",
+                    key.replace('~', "~0").replace('/', "~1")
+                );
+                if let Some(why) = label_key_problem(key) {
+                    out.push(pool.diag(Code::KubernetesLabel, &pointer, why));
+                }
+                if let Some(why) = label_value_problem(value) {
+                    out.push(pool.diag(Code::KubernetesLabel, &pointer, why));
+                }
+            }
+        }
+        for (i, taint) in kp.taints.iter().enumerate() {
+            let pointer = format!("/spec/kubernetes/taints/{i}");
+            if let Some(why) = label_key_problem(&taint.key) {
+                out.push(pool.diag(Code::KubernetesLabel, &format!("{pointer}/key"), why));
+            }
+            if let Some(why) = taint.value.as_deref().and_then(label_value_problem) {
+                out.push(pool.diag(Code::KubernetesLabel, &format!("{pointer}/value"), why));
+            }
+        }
+    }
+    for set in repo.runner_sets.values() {
+        let spec = &set.value.spec;
+        if let Some(image) = &spec.image
+            && spec.container.is_none()
+            && let Some(why) = image_problem(image)
+        {
+            out.push(set.diag(Code::ImageReference, "/spec/image", why));
+        }
+        let name = &set.value.metadata.name;
+        if spec.engine == Engine::Arc && name.len() > ARC_SCALE_SET_NAME_MAX {
+            out.push(
+                set.diag(
+                    Code::DerivedNameTooLong,
+                    "/metadata/name",
+                    format!("an engine: arc runner set's name is its scale set name, at most {ARC_SCALE_SET_NAME_MAX} characters; `{name}` has {}", name.len()),
+                )
+                .with_hint("shorten the runner set's name"),
+            );
+        }
+    }
 }

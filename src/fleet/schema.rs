@@ -276,6 +276,18 @@ fn describe(schema: &Value, instance: &Value, error: &ValidationError) -> Vec<Sc
             );
             vec![i]
         }
+        ValidationErrorKind::Pattern { pattern } if pattern == "^/" => {
+            let mut i = issue(
+                Code::InvalidValue,
+                format!(
+                    "{} is not an absolute path{}",
+                    instance.pointer(&pointer).unwrap_or(&Value::Null),
+                    at(&pointer)
+                ),
+            );
+            i.hint = Some("write the full path, starting with `/`".into());
+            vec![i]
+        }
         _ => vec![issue(
             Code::InvalidValue,
             format!("{error}{}", at(&pointer)),

@@ -60,6 +60,10 @@ pub struct SitePlan {
     /// Set when the site could not be observed: its plan is unknown (never "empty").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The API drover spoke to the site, when it chose one: `slurmrestd v0.0.42` for a
+    /// Slurm REST site (the newest OpenAPI version both sides speak).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
     /// GitHub runner names of the site's live runners (Pods, Slurm jobs), for the
     /// autoscaler: a registered runner of the fleet with none of these is a leftover.
     #[serde(skip)]
@@ -76,6 +80,7 @@ impl SitePlan {
             changes: Vec::new(),
             findings: Vec::new(),
             error: None,
+            api: None,
             live_runners: Vec::new(),
         }
     }

@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use crate::text::printable;
+
 use super::{Action, Counts, FindingSeverity, Plan, SitePlan};
 
 const RED: &str = "\x1b[31m";
@@ -42,11 +44,23 @@ pub fn text(plan: &Plan, color: bool) -> String {
     };
     let mut out = String::new();
     for site in &plan.sites {
-        let header =
-            format!("site {} ({:?}, {})", site.site, site.kind, policy(site)).to_lowercase();
+        let header = format!(
+            "site {} ({:?}, {})",
+            printable(&site.site),
+            site.kind,
+            policy(site)
+        )
+        .to_lowercase();
         let _ = writeln!(out, "{}", paint(BOLD, &header));
+        if let Some(api) = &site.api {
+            let _ = writeln!(out, "  api: {}", printable(api));
+        }
         if let Some(err) = &site.error {
-            let _ = writeln!(out, "  {}", paint(RED, &format!("error: {err}")));
+            let _ = writeln!(
+                out,
+                "  {}",
+                paint(RED, &format!("error: {}", printable(err)))
+            );
             let _ = writeln!(out, "  plan unknown: nothing will be changed on this site");
         }
         for change in site
@@ -62,17 +76,18 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let reason = change
                 .reason
                 .as_deref()
-                .map(|r| format!(" ({r})"))
+                .map(|r| format!(" ({})", printable(r)))
                 .unwrap_or_default();
             let line = format!(
                 "  {} {} {}{reason}",
                 change.action.sign(),
                 change.action.as_str(),
-                change.target
+                printable(&change.target.to_string())
             );
             let _ = writeln!(out, "{}", paint(colour, &line));
             if let Some(diff) = &change.diff {
                 for l in diff.lines() {
+                    let l = printable(l);
                     let c = if l.starts_with('+') {
                         GREEN
                     } else if l.starts_with('-') {
@@ -86,7 +101,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
                         if c.is_empty() {
                             l.to_string()
                         } else {
-                            paint(c, l)
+                            paint(c, &l)
                         }
                     );
                 }
@@ -100,7 +115,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
             };
             let line = format!(
                 "  ! {:?} [{}] {}: {}",
-                f.severity, f.code, f.subject, f.message
+                f.severity,
+                printable(&f.code),
+                printable(&f.subject),
+                printable(&f.message)
             )
             .to_string();
             let _ = writeln!(
@@ -118,11 +136,14 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "  {}", summary_line(site.counts()));
         }
     }
-    let _ = writeln!(
-        out,
-        "{}",
-        paint(BOLD, &format!("Plan: {}", summary_line(totals(plan))))
-    );
+    // Sites that could not be planned count for nothing in the totals: say so, so that
+    // "0 to create" is never read as "nothing to do" there.
+    let mut total = format!("Plan: {}", summary_line(totals(plan)));
+    let unknown = plan.sites.iter().filter(|s| s.error.is_some()).count();
+    if unknown > 0 {
+        let _ = write!(total, "; {unknown} site(s) unknown");
+    }
+    let _ = writeln!(out, "{}", paint(BOLD, &total));
     out
 }
 
@@ -355,11 +376,45 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.ends_with("Plan: 0 to create, 1 to update, 0 to delete, 1 unchanged\n"),
+            out.ends_with(
+                "Plan: 0 to create, 1 to update, 0 to delete, 1 unchanged; 1 site(s) unknown\n"
+            ),
             "{out}"
         );
         assert!(!out.contains('\x1b'));
         assert!(text(&sample(), true).contains('\x1b'));
+        assert!(!out.contains("api:"), "no API line without an API: {out}");
+    }
+
+    #[test]
+    fn text_escapes_control_characters_from_the_fleet_and_remotes() {
+        let mut plan = sample();
+        plan.sites[1].error = Some("down\nPlan: 0 to create\u{1b}[2K".into());
+        plan.sites[0].findings[0].message = "x\r\n! error [forged] y".into();
+        let out = text(&plan, false);
+        assert!(!out.contains('\x1b') && !out.contains('\r'), "{out:?}");
+        assert!(
+            out.lines().all(|l| !l.starts_with("Plan: 0 to create\\")),
+            "{out}"
+        );
+        assert!(
+            out.lines().all(|l| !l.starts_with("! error [forged]")),
+            "{out}"
+        );
+        assert!(out.contains("down\\nPlan: 0 to create\\u{1b}[2K"), "{out}");
+    }
+
+    #[test]
+    fn text_and_json_name_the_api_a_site_was_spoken_to_with() {
+        let mut plan = sample();
+        plan.sites[1].api = Some("slurmrestd v0.0.42".into());
+        let out = text(&plan, false);
+        assert!(
+            out.contains("site hpc (slurm, apply)\n  api: slurmrestd v0.0.42\n  error: "),
+            "{out}"
+        );
+        assert!(json(&plan).contains("\"api\": \"slurmrestd v0.0.42\""));
+        assert!(!json(&sample()).contains("\"api\""));
     }
 
     #[test]

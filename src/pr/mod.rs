@@ -13,7 +13,6 @@
 //! Behaviour and trust model: `docs/pr-plans.md`.
 
 pub mod comment;
-pub mod mask;
 pub mod trust;
 
 use std::path::{Path, PathBuf};

@@ -212,11 +212,8 @@ pub async fn jit(State(service): State<Arc<Service>>, headers: HeaderMap) -> Res
     let Some(autoscaler) = service.autoscaler.clone() else {
         return (StatusCode::NOT_FOUND, "autoscaling is off").into_response();
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(grant) = token.and_then(|t| autoscaler.take_grant(t.trim())) else {
+    let token = super::http::bearer_token(&headers);
+    let Some(grant) = token.and_then(|t| autoscaler.take_grant(t)) else {
         return (
             StatusCode::UNAUTHORIZED,
             "unknown, used or expired credential",

@@ -18,7 +18,7 @@
 //! logged, counted and shown. The pure part ([`plan_issues`], [`issue_body`],
 //! [`parse_marker`]) has no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,6 +185,17 @@ pub enum IssueAction {
         /// `completed` (clean, or the site left the fleet) or `duplicate`.
         reason: CloseReason,
     },
+}
+
+impl IssueAction {
+    /// The site it concerns.
+    pub fn site(&self) -> &str {
+        match self {
+            Self::Create { site, .. } | Self::Update { site, .. } | Self::Close { site, .. } => {
+                site
+            }
+        }
+    }
 }
 
 /// The hidden marker that ties an issue to a site.
@@ -667,19 +678,36 @@ impl Service {
                 .filter(|(_, n)| !open.iter().any(|i| i.number == *n))
                 .collect()
         };
+        // One issue that cannot be read is that site's failure alone: the site is left as
+        // it is this round (nothing created, so no duplicate), and the others go on.
+        let mut first_error: Option<String> = None;
+        let mut unreadable: BTreeSet<String> = BTreeSet::new();
         for (site, number) in known {
-            let issue = client
-                .issue(&cfg.repo, number)
-                .await
-                .map_err(|e| e.to_string())?;
-            if issue.state == "open"
-                && issue.body.as_deref().and_then(parse_marker) == Some(site.as_str())
-            {
-                open.push(issue);
+            match client.issue(&cfg.repo, number).await {
+                Ok(issue) => {
+                    if issue.state == "open"
+                        && issue.body.as_deref().and_then(parse_marker) == Some(site.as_str())
+                    {
+                        open.push(issue);
+                    }
+                }
+                Err(err) => {
+                    self.metrics.drift_issue_errors.inc();
+                    tracing::warn!(site = %site, issue = number, error = %err, "reading drift issue failed; site skipped this round");
+                    first_error.get_or_insert(format!("site {site}: issue #{number}: {err}"));
+                    unreadable.insert(site);
+                }
             }
         }
-        let (actions, mut links) = plan_issues(&open, desired);
-        let mut first_error: Option<String> = None;
+        let (mut actions, mut links) = plan_issues(&open, desired);
+        actions.retain(|a| !unreadable.contains(a.site()));
+        {
+            let st = self.status.read().expect("status lock");
+            for site in &unreadable {
+                let kept = st.drift.get(site).and_then(|d| d.issue.clone());
+                links.insert(site.clone(), kept);
+            }
+        }
         for action in actions {
             let (what, site, result): (&str, String, Result<Option<Issue>, GithubError>) =
                 match action {

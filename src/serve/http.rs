@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::metrics::WebhookLabels;
+use super::metrics::{WebhookLabels, webhook_event_label};
 use super::{Service, Trigger, webhook};
 
 /// The router of every endpoint.
@@ -29,17 +30,19 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
-/// Serves until `stop` turns true, then drains open connections.
+/// Serves until `stop` turns true, then drains open connections, within the connection
+/// limits and timeouts of [`super::listener`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+    let limits = super::listener::Limits::for_this_process();
+    tracing::info!(
+        max_connections = limits.max_connections,
+        "connection limits"
+    );
+    super::listener::serve(listener, router(service), limits, stop).await
 }
 
 async fn ready(State(service): State<Arc<Service>>) -> Response {
@@ -66,31 +69,49 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
 }
 
 async fn status(State(service): State<Arc<Service>>) -> Response {
-    axum::Json(service.status()).into_response()
+    axum::Json(service.status_json()).into_response()
 }
 
 async fn page(State(service): State<Arc<Service>>) -> Html<String> {
-    Html(super::page::render(&service.status()))
+    Html(service.page())
 }
 
+/// Counts a delivery; `event` is the header as sent, mapped onto the fixed label set.
 fn count_delivery(service: &Service, event: &str, outcome: &str) {
     service
         .metrics
         .webhook_deliveries
         .get_or_create(&WebhookLabels {
-            event: event.into(),
+            event: webhook_event_label(event).into(),
             outcome: outcome.into(),
         })
         .inc();
 }
 
+/// The token of an `Authorization: Bearer …` header; the scheme is case-insensitive
+/// (RFC 9110, section 11.1).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 async fn github_webhook(
     State(service): State<Arc<Service>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let event = text("x-github-event").unwrap_or("unknown").to_string();
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                count_delivery(&service, &event, "too_large");
+            }
+            return rejection.into_response();
+        }
+    };
     let Some(secret) = &service.config().webhook_secret else {
         count_delivery(&service, &event, "bad_signature");
         return (
@@ -156,10 +177,7 @@ async fn manual_trigger(State(service): State<Arc<Service>>, headers: HeaderMap)
         )
             .into_response();
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = bearer_token(&headers);
     let matches = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes()));
     if !matches {
         return (StatusCode::UNAUTHORIZED, "bad or missing bearer token").into_response();

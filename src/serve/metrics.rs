@@ -42,13 +42,36 @@ pub struct FindingLabels {
     pub severity: String,
 }
 
-/// Labels: a webhook event and what happened to it.
+/// Labels: a webhook event and what happened to it. Both come from fixed sets
+/// ([`WEBHOOK_EVENTS`], [`WEBHOOK_OUTCOMES`]), never from the request as sent, so no
+/// delivery can add a series: every series exists from the start.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
-    /// GitHub event name (`push`, `ping`, ...).
+    /// GitHub event name: one of [`WEBHOOK_EVENTS`].
     pub event: String,
-    /// `accepted`, `duplicate`, `bad_signature`, `ignored`, `too_large`.
+    /// One of [`WEBHOOK_OUTCOMES`].
     pub outcome: String,
+}
+
+/// The `event` label values: the events drover acts on, and `other` for the rest.
+pub const WEBHOOK_EVENTS: [&str; 4] = ["push", "workflow_job", "ping", "other"];
+
+/// The `outcome` label values.
+pub const WEBHOOK_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "duplicate",
+    "bad_signature",
+    "ignored",
+    "malformed",
+    "too_large",
+];
+
+/// The `event` label for an `X-GitHub-Event` header value.
+pub fn webhook_event_label(event: &str) -> &'static str {
+    WEBHOOK_EVENTS
+        .into_iter()
+        .find(|e| *e == event)
+        .unwrap_or("other")
 }
 
 /// Labels: runners of one runner set on a site in one state.
@@ -189,6 +212,14 @@ impl Metrics {
             "Webhook deliveries by event and outcome",
             m.webhook_deliveries.clone(),
         );
+        for event in WEBHOOK_EVENTS {
+            for outcome in WEBHOOK_OUTCOMES {
+                let _ = m.webhook_deliveries.get_or_create(&WebhookLabels {
+                    event: event.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
         registry.register(
             "triggers_coalesced",
             "Triggers merged into a pending reconcile",

@@ -14,6 +14,7 @@ pub mod config;
 pub mod drift;
 pub mod http;
 pub mod lease;
+pub mod listener;
 pub mod metrics;
 pub mod page;
 pub mod status;
@@ -108,9 +109,13 @@ fn digest_dir(dir: &std::path::Path) -> Result<String, String> {
     let mut hash = Sha256::new();
     for (rel, path) in files {
         hash.update(rel.as_bytes());
-        hash.update(
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-        );
+        // Only regular files are read: a FIFO or device would block the read forever. Others
+        // count by name; validation then reports them (E109).
+        if let Some(path) = path {
+            hash.update(
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            );
+        }
     }
     Ok(format!("dir-{}", &hex::encode(hash.finalize())[..12]))
 }
@@ -118,7 +123,7 @@ fn digest_dir(dir: &std::path::Path) -> Result<String, String> {
 fn collect_files(
     root: &std::path::Path,
     dir: &std::path::Path,
-    out: &mut Vec<(String, PathBuf)>,
+    out: &mut Vec<(String, Option<PathBuf>)>,
 ) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -134,7 +139,8 @@ fn collect_files(
                 .unwrap_or(&path)
                 .display()
                 .to_string();
-            out.push((rel, path));
+            let regular = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+            out.push((rel, regular.then_some(path)));
         }
     }
     Ok(())
@@ -199,6 +205,9 @@ pub struct Service {
     pub autoscaler: Option<Arc<crate::autoscale::Autoscaler>>,
     /// One lock per site: a site is never reconciled by two tasks at once.
     site_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What `/status` and the page pass through: the service's own secrets and every
+    /// credential shape ([`crate::redact`]).
+    redactor: crate::redact::Redactor,
 }
 
 impl Service {
@@ -226,12 +235,23 @@ impl Service {
             }),
             ..Default::default()
         };
+        let mut redactor = crate::redact::Redactor::new();
+        for secret in [&config.webhook_secret, &config.trigger_token]
+            .into_iter()
+            .flatten()
+        {
+            redactor.know(secret.expose());
+        }
         let service = Arc::new(Self {
+            redactor,
             config,
             source,
             status: RwLock::new(status),
             metrics,
-            deliveries: Mutex::new(webhook::Deliveries::new(1024)),
+            deliveries: Mutex::new(webhook::Deliveries::new(
+                webhook::DELIVERY_CAPACITY,
+                webhook::DELIVERY_WINDOW,
+            )),
             triggers,
             good: Mutex::new(None),
             last_fetched: Mutex::new(None),
@@ -563,9 +583,42 @@ impl Service {
             .first_time(id)
     }
 
+    /// [`Service::status`] as `/status` shows it: every string passed through the
+    /// redaction layer.
+    pub fn status_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.status()).unwrap_or_default();
+        redact_strings(&mut v, &self.redactor);
+        v
+    }
+
+    /// The status page, passed through the redaction layer.
+    pub fn page(&self) -> String {
+        // The mask lands in HTML: escape it, or a browser would read it as a tag.
+        self.redactor
+            .text(&page::render(&self.status()))
+            .replace(crate::redact::MASK, "&lt;redacted&gt;")
+    }
+
     /// The service settings.
     pub fn config(&self) -> &ServeConfig {
         &self.config
+    }
+}
+
+fn redact_strings(v: &mut serde_json::Value, redactor: &crate::redact::Redactor) {
+    match v {
+        serde_json::Value::String(s) => *s = redactor.text(s),
+        serde_json::Value::Array(items) => {
+            for item in items {
+                redact_strings(item, redactor);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for item in map.values_mut() {
+                redact_strings(item, redactor);
+            }
+        }
+        _ => {}
     }
 }
 

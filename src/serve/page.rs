@@ -94,7 +94,8 @@ fn sites_table(out: &mut String, status: &Status) {
         out.push_str("<tr><td colspan=\"9\">No site reconciled yet.</td></tr>");
     }
     for (name, site) in &status.sites {
-        let drift = site.changes.create + site.changes.update + site.changes.delete;
+        // A site that could not be observed has unknown drift, never 0.
+        let drift = site.changes.map(|c| c.create + c.update + c.delete);
         let findings: Vec<String> = site
             .findings
             .iter()
@@ -117,21 +118,26 @@ fn sites_table(out: &mut String, status: &Status) {
         );
         let _ = write!(
             out,
-            "<tr class=\"{}\"><td><b>{}</b></td><td>{:?}</td><td>{}</td><td>{state}</td><td><code>{}</code></td><td class=\"nw\">{} ({} ms)</td>\
-             <td>{drift}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\"><td><b>{}</b></td><td>{:?}{}</td><td>{}</td><td>{state}</td><td><code>{}</code></td><td class=\"nw\">{} ({} ms)</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
             if site.error.is_some() || site.outcome == "failed" {
                 "bad"
-            } else if drift > 0 || !site.findings.is_empty() {
+            } else if drift != Some(0) || !site.findings.is_empty() {
                 "warn"
             } else {
                 "good"
             },
             esc(name),
             site.kind,
+            site.api
+                .as_deref()
+                .map(|a| format!("<br><small>{}</small>", esc(a)))
+                .unwrap_or_default(),
             esc(&site.policy),
             short(site.revision.as_deref()),
             ago(site.last_reconcile),
             site.duration_ms,
+            drift.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
             if findings.is_empty() {
                 "none".into()
             } else {

@@ -83,8 +83,12 @@ pub struct SiteStatus {
     pub outcome: String,
     /// The error, when the site could not be reconciled.
     pub error: Option<String>,
-    /// Changes in the last plan (drift, before apply).
-    pub changes: Counts,
+    /// The API drover spoke to the site (`slurmrestd v0.0.42`), when it chose one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    /// Changes in the last plan (drift, before apply); `None` (`null`) when the site could
+    /// not be observed: unknown, never 0.
+    pub changes: Option<Counts>,
     /// Findings of the last plan.
     pub findings: Vec<Finding>,
     /// Runner jobs/pods per runner set seen in the last plan.
@@ -114,7 +118,8 @@ impl SiteStatus {
             duration_ms,
             outcome: outcome.to_string(),
             error: plan.error.clone(),
-            changes: plan.counts(),
+            api: plan.api.clone(),
+            changes: plan.error.is_none().then(|| plan.counts()),
             findings: plan.findings.clone(),
             runners: runner_counts(plan),
             runner_states: runner_states(plan, report),

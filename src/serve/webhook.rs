@@ -3,9 +3,10 @@
 //! calls these.
 
 use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// Largest webhook body accepted, in bytes (GitHub caps payloads at 25 MB; push events
 /// for a fleet repo are far smaller).
@@ -45,37 +46,69 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Remembers the last `capacity` delivery ids; GitHub redelivers with the same id.
+/// How long a delivery id is remembered: GitHub redelivers (automatically or by hand from
+/// the App's settings) with the same id, usually within minutes.
+pub const DELIVERY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most delivery ids remembered at once (32 bytes each: a bound in memory, whatever the
+/// ids' length).
+pub const DELIVERY_CAPACITY: usize = 100_000;
+
+/// Remembers delivery ids for a time window, up to a number of them: bounded in memory (a
+/// fixed-size digest per id, at most `capacity`) and in time (forgotten after `window`).
+/// GitHub redelivers with the same id; the id is not covered by the signature (see
+/// docs/serve.md, "Webhooks", for what that means for replays).
 #[derive(Debug)]
 pub struct Deliveries {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
+    seen: HashSet<[u8; 32]>,
+    order: VecDeque<([u8; 32], Instant)>,
     capacity: usize,
+    window: Duration,
 }
 
 impl Deliveries {
-    /// A de-duplicator remembering `capacity` ids.
-    pub fn new(capacity: usize) -> Self {
+    /// A de-duplicator remembering at most `capacity` ids, each for `window`.
+    pub fn new(capacity: usize, window: Duration) -> Self {
         Self {
             seen: HashSet::new(),
             order: VecDeque::new(),
             capacity,
+            window,
         }
     }
 
-    /// Records a delivery id; `false` when it was seen before.
+    /// Records a delivery id arriving now; `false` when it was seen within the window.
     pub fn first_time(&mut self, id: &str) -> bool {
-        if self.seen.contains(id) {
+        self.first_time_at(id, Instant::now())
+    }
+
+    /// [`Deliveries::first_time`] at a given instant.
+    pub fn first_time_at(&mut self, id: &str, now: Instant) -> bool {
+        while let Some((old, at)) = self.order.front() {
+            if now.duration_since(*at) < self.window && self.order.len() < self.capacity {
+                break;
+            }
+            self.seen.remove(old);
+            self.order.pop_front();
+        }
+        let digest: [u8; 32] = Sha256::digest(id.as_bytes()).into();
+        if self.seen.contains(&digest) {
             return false;
         }
-        if self.order.len() == self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.seen.remove(&old);
+        if self.capacity > 0 {
+            self.seen.insert(digest);
+            self.order.push_back((digest, now));
         }
-        self.seen.insert(id.to_string());
-        self.order.push_back(id.to_string());
         true
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether no id is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
     }
 }
 
@@ -109,11 +142,37 @@ mod tests {
 
     #[test]
     fn deliveries_are_deduplicated_within_capacity() {
-        let mut d = Deliveries::new(2);
+        let mut d = Deliveries::new(2, DELIVERY_WINDOW);
         assert!(d.first_time("a"));
         assert!(!d.first_time("a"));
         assert!(d.first_time("b"));
         assert!(d.first_time("c"));
         assert!(d.first_time("a"), "evicted ids are forgotten");
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn deliveries_are_forgotten_after_the_window() {
+        let window = Duration::from_secs(60);
+        let mut d = Deliveries::new(10, window);
+        let t0 = Instant::now();
+        assert!(d.first_time_at("a", t0));
+        assert!(!d.first_time_at("a", t0 + Duration::from_secs(59)));
+        assert!(d.first_time_at("b", t0 + Duration::from_secs(30)));
+        assert!(
+            d.first_time_at("a", t0 + window),
+            "expired ids are forgotten"
+        );
+        assert_eq!(d.len(), 2, "the expired entry was dropped, a and b remain");
+    }
+
+    #[test]
+    fn memory_does_not_grow_with_the_length_of_ids() {
+        let mut d = Deliveries::new(3, DELIVERY_WINDOW);
+        for n in 0..1000 {
+            assert!(d.first_time(&format!("{n}{}", "x".repeat(10_000))));
+        }
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.seen.len(), 3);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use git2::{ErrorClass, ErrorCode};
 
 use super::error::SourceError;
-use super::redact::Redactor;
+use crate::redact::Redactor;
 
 /// What happened in the remote callbacks of one fetch.
 #[derive(Debug, Default)]
@@ -30,7 +30,7 @@ pub(crate) fn network_error(
     timeout: Duration,
 ) -> SourceError {
     let url = redactor.display_url().to_owned();
-    let message = redactor.redact(err.message());
+    let message = redactor.text(err.message());
     if observed.timed_out.get() {
         return SourceError::Unreachable {
             url,
@@ -106,7 +106,7 @@ pub(crate) fn network_error(
 pub(crate) fn local_error(err: &git2::Error, redactor: &Redactor) -> SourceError {
     SourceError::Corrupt {
         url: redactor.display_url().to_owned(),
-        reason: redactor.redact(err.message()),
+        reason: redactor.text(err.message()),
     }
 }
 
@@ -117,7 +117,7 @@ mod tests {
 
     fn classify(message: &str, class: ErrorClass) -> &'static str {
         let err = git2::Error::new(ErrorCode::GenericError, class, message);
-        let redactor = Redactor::new("http://127.0.0.1:40133/x", &GitAuth::None);
+        let redactor = GitAuth::None.redactor("http://127.0.0.1:40133/x");
         network_error(
             &err,
             &Observed::default(),
@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn callbacks_decide_before_the_message() {
         let err = git2::Error::new(ErrorCode::User, ErrorClass::Callback, "callback failed");
-        let redactor = Redactor::new("https://h/x", &GitAuth::None);
+        let redactor = GitAuth::None.redactor("https://h/x");
         let observed = Observed::default();
         observed.offered.set(2);
         assert_eq!(

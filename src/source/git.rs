@@ -16,10 +16,10 @@ use tracing::Instrument;
 use super::classify::{Observed, local_error, network_error};
 use super::error::SourceError;
 use super::lock::{self, CacheLock, LockError};
-use super::redact::{Redactor, host_of};
 use super::snapshot::{self, Snapshot, SnapshotInner};
 use super::tree::Limits;
 use super::{GitAuth, GitReference, GitSourceConfig, Revision};
+use crate::redact::{Redactor, host_of};
 
 /// The user name GitHub expects with an installation or personal access token.
 const TOKEN_USER: &str = "x-access-token";
@@ -62,7 +62,7 @@ impl std::fmt::Debug for GitSource {
 impl GitSource {
     /// Checks the configuration; does no I/O. The cache is created by the first fetch.
     pub fn new(config: GitSourceConfig) -> Result<Self, SourceError> {
-        let redactor = Redactor::new(&config.url, &config.auth);
+        let redactor = config.auth.redactor(&config.url);
         let invalid = |reason: String| SourceError::InvalidConfig {
             url: redactor.display_url().to_owned(),
             reason,
@@ -79,7 +79,7 @@ impl GitSource {
         }
         set_libgit2_timeouts(config.timeout);
         let key = Oid::hash_object(ObjectType::Blob, redactor.display_url().as_bytes())
-            .map_err(|e| invalid(redactor.redact(e.message())))?;
+            .map_err(|e| invalid(redactor.text(e.message())))?;
         let repo_dir = config.cache_dir.join(&key.to_string()[..16]);
         let snapshots_dir = config.cache_dir.join("snapshots");
         Ok(Self {
@@ -341,7 +341,7 @@ fn open_or_init(inner: &Inner) -> Result<Repository, SourceError> {
             Err(err) => {
                 tracing::warn!(
                     path = %inner.repo_dir.display(),
-                    error = %inner.redactor.redact(err.message()),
+                    error = %inner.redactor.text(err.message()),
                     "cached repository is unreadable; starting a new one"
                 );
                 std::fs::remove_dir_all(&inner.repo_dir).map_err(io("removing"))?;
@@ -352,7 +352,7 @@ fn open_or_init(inner: &Inner) -> Result<Repository, SourceError> {
     Repository::init_bare(&inner.repo_dir).map_err(|e| SourceError::Io {
         url: inner.redactor.display_url().to_owned(),
         context: format!("creating {}", inner.repo_dir.display()),
-        source: std::io::Error::other(inner.redactor.redact(e.message())),
+        source: std::io::Error::other(inner.redactor.text(e.message())),
     })
 }
 
@@ -576,7 +576,7 @@ fn credentials(
                 private_key.expose(),
                 passphrase.as_ref().map(|p| p.expose()),
             )
-            .map_err(|e| git2::Error::from_str(&redactor.redact(e.message())))
+            .map_err(|e| git2::Error::from_str(&redactor.text(e.message())))
         }
     }
 }

@@ -11,7 +11,6 @@ mod classify;
 mod error;
 mod git;
 mod lock;
-mod redact;
 mod snapshot;
 mod tree;
 mod watch;
@@ -22,9 +21,9 @@ use std::time::Duration;
 
 use crate::credentials::Secret;
 
+pub use crate::redact::strip_credentials;
 pub use error::{Refusal, SourceError};
 pub use git::GitSource;
-pub use redact::strip_credentials;
 pub use snapshot::Snapshot;
 pub use watch::{DirWatcher, WatchError, WatchEvent, watch};
 
@@ -66,6 +65,33 @@ pub enum GitAuth {
         /// The key's passphrase, if it has one.
         passphrase: Option<Secret>,
     },
+}
+
+impl GitAuth {
+    /// The redactor of a remote: its URL shown without credentials, and every secret of
+    /// this auth masked (an SSH key line by line, since a message may quote part of it).
+    pub(crate) fn redactor(&self, raw_url: &str) -> crate::redact::Redactor {
+        let mut r = crate::redact::Redactor::new().with_url(raw_url);
+        match self {
+            GitAuth::None => {}
+            GitAuth::Token(token) => r.know(token.expose()),
+            GitAuth::SshKey {
+                private_key,
+                passphrase,
+            } => {
+                r.know(private_key.expose());
+                for line in private_key.expose().lines().map(str::trim) {
+                    if line.len() >= 8 && !line.starts_with("-----") {
+                        r.know(line);
+                    }
+                }
+                if let Some(p) = passphrase {
+                    r.know(p.expose());
+                }
+            }
+        }
+        r
+    }
 }
 
 /// Everything a [`GitSource`] needs. Build it with [`GitSourceConfig::new`] and override

@@ -15,8 +15,8 @@ use git2::{Oid, Repository};
 use super::Revision;
 use super::classify::local_error;
 use super::error::SourceError;
-use super::redact::Redactor;
 use super::tree::{self, Kind, Limits};
+use crate::redact::Redactor;
 
 /// Prefix of snapshots being written.
 const TMP_PREFIX: &str = ".tmp-";

@@ -4,6 +4,7 @@
 //! so unused items are expected here.
 #![allow(dead_code, unused_imports)]
 
+pub mod arc;
 pub mod git_server;
 pub mod github_emulator;
 pub mod kube_emulator;
@@ -25,3 +26,5 @@ pub fn fake_runner() -> std::path::PathBuf {
     );
     bin
 }
+pub mod real_apiserver;
+pub mod slurm_bed;

@@ -160,7 +160,10 @@ fn api_for(client: &kube::Client, op: &Op) -> Api<DynamicObject> {
 
 async fn apply_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result<(), String> {
     let api = api_for(client, op);
-    let mut params = PatchParams::apply(FIELD_MANAGER);
+    // Strict: a field the server does not know is an error at apply, never silently
+    // dropped (which would read as drift on every later plan).
+    let mut params =
+        PatchParams::apply(FIELD_MANAGER).validation(kube::api::ValidationDirective::Strict);
     if s.options.force_conflicts {
         params = params.force();
     }
@@ -188,7 +191,7 @@ async fn delete_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result
     let api = api_for(client, op);
     let name = &op.target.name;
     let live = client::call(format!("reading {}", op.target), s.timeout, s.retry, || {
-        api.get_opt(name)
+        super::observe::get_named(&api, name)
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -72,6 +72,18 @@ pub fn check(rendered: &Rendered, observed: &Observed) -> Vec<Finding> {
             ));
         }
     }
+    for (role, why) in &rendered.requires.cluster_roles {
+        if !observed.cluster_roles.contains(role) {
+            out.push(Finding::new(
+                FindingSeverity::Error,
+                "cluster-role-missing",
+                format!("ClusterRole {role}"),
+                format!(
+                    "not found ({why}); the ARC controller cannot create this set's runner Pods"
+                ),
+            ));
+        }
+    }
     for (ns, name, ds) in &observed.daemon_sets {
         let subject = format!("DaemonSet {ns}/{name}");
         let Some(ds) = ds else {
@@ -101,6 +113,20 @@ pub fn check(rendered: &Rendered, observed: &Observed) -> Vec<Finding> {
 }
 
 fn version(rendered: &Rendered, observed: &Observed, out: &mut Vec<Finding>) {
+    if rendered.requires.native_sidecars
+        && let Some(found) = observed.server_version.as_deref().and_then(major_minor)
+        && found < (1, 29)
+    {
+        out.push(Finding::new(
+            FindingSeverity::Error,
+            "native-sidecar-unsupported",
+            "API server",
+            format!(
+                "docker: dind runs dockerd as a native sidecar (an init container with restartPolicy: Always), which needs Kubernetes 1.29 or later; this is {}.{}",
+                found.0, found.1
+            ),
+        ));
+    }
     let Some(range) = &rendered.requires.version else {
         return;
     };

@@ -68,6 +68,14 @@ impl Error {
 /// A short description of a kube error (API status or transport), without secrets.
 pub fn describe(err: &kube::Error) -> String {
     match err {
+        kube::Error::Api(s) if s.code == 0 => format!(
+            "the server answered with an error that is not a Kubernetes Status ({})",
+            if s.message.is_empty() {
+                "no message"
+            } else {
+                s.message.as_str()
+            }
+        ),
         kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
         kube::Error::HyperError(e) => format!("connection failed: {e}"),
         kube::Error::Service(e) => {
@@ -167,9 +175,12 @@ pub async fn connect(ctx: &SiteContext<'_>) -> Result<kube::Client, Error> {
     client_from(config(ctx).await?)
 }
 
-/// A client from a resolved configuration (see [`config`]).
+/// A client from a resolved configuration (see [`config`]), whose error responses always
+/// carry a `metav1.Status` that says what happened (see [`error_status`]).
 pub fn client_from(config: kube::Config) -> Result<kube::Client, Error> {
-    kube::Client::try_from(config).map_err(|e| Error::Config(describe(&e)))
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|e| Error::Config(describe(&e)))?;
+    Ok(builder.with_layer(&StatusBodies).build())
 }
 
 /// Resolves the site's client configuration (see [`connect`]), with the site's timeouts
@@ -201,10 +212,9 @@ pub async fn config(ctx: &SiteContext<'_>) -> Result<kube::Config, Error> {
                 ))
             })?
         } else if let Some(path) = &ctx.options.kubeconfig {
-            Kubeconfig::read_from(path)
-                .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?
+            Kubeconfig::read_from(path).map_err(kubeconfig_error)?
         } else {
-            Kubeconfig::read().map_err(|e| Error::Config(format!("kubeconfig: {e}")))?
+            Kubeconfig::read().map_err(kubeconfig_error)?
         };
         let options = KubeConfigOptions {
             context: k8s.context.clone(),
@@ -221,6 +231,17 @@ pub async fn config(ctx: &SiteContext<'_>) -> Result<kube::Config, Error> {
     config.reset_reader_on_write = true;
     config.default_retry = false;
     Ok(config)
+}
+
+/// A kubeconfig that cannot be read, in plain words (kube's own text quotes the path
+/// twice: `'"/root/.kube/config"'`).
+fn kubeconfig_error(e: kube::config::KubeconfigError) -> Error {
+    use kube::config::KubeconfigError as K;
+    Error::Config(match e {
+        K::ReadConfig(io, path) => format!("cannot read kubeconfig {}: {io}", path.display()),
+        K::FindPath => "no kubeconfig: $KUBECONFIG is unset and there is no home directory".into(),
+        other => format!("kubeconfig: {other}"),
+    })
 }
 
 /// Runs a request with retries, bounded by `timeout` overall.
@@ -241,5 +262,218 @@ where
             what: what.into(),
             secs: timeout.as_secs(),
         }),
+    }
+}
+
+/// The resource a request path addresses, for messages: `externalsecrets.external-secrets.io/v1`
+/// for `/apis/external-secrets.io/v1/namespaces/x/externalsecrets`, `serviceaccounts (core
+/// v1)` for `/api/v1/serviceaccounts`, the path itself otherwise.
+pub fn resource_of_path(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        ["apis", group] => return format!("API group {group}"),
+        _ => return path.to_string(),
+    };
+    let plural = match rest {
+        ["namespaces", _, plural, ..] => Some(*plural),
+        [plural, ..] => Some(*plural),
+        [] => None,
+    };
+    match (plural, group) {
+        (None, "") => format!("API version {version}"),
+        (None, g) => format!("API version {g}/{version}"),
+        (Some(p), "") => format!("{p} (core {version})"),
+        (Some(p), g) => format!("{p}.{g}/{version}"),
+    }
+}
+
+/// The longest part of an error body that is quoted in a message.
+const MAX_QUOTED_BODY: usize = 300;
+
+/// The `metav1.Status` body an error response is given, or `None` when its own body is a
+/// Status that already says what happened.
+///
+/// kube decodes any JSON object as a Status, so a body that is JSON but not a Status (or a
+/// plain-text or HTML body) reads as `0 : ` with every field empty, and a plain-text body
+/// is otherwise dropped. Here such a body becomes a Status with the HTTP code, the reason
+/// of that code and the body's text; a 404 that names no object (the server does not serve
+/// the resource at all, rather than "this object does not exist") says which resource is
+/// not served.
+pub fn error_status(code: u16, path: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let is_status = parsed
+        .as_ref()
+        .is_some_and(|v| v["kind"] == "Status" && v["code"].as_u64().is_some_and(|c| c != 0));
+    let names_object = parsed
+        .as_ref()
+        .is_some_and(|v| v["details"]["name"].as_str().is_some_and(|n| !n.is_empty()));
+    if is_status && (code != 404 || names_object) {
+        return None;
+    }
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("Error")
+        .replace(' ', "");
+    let text = match &parsed {
+        Some(v) if is_status => v["message"].as_str().unwrap_or_default().to_string(),
+        // A discovery document or the like where a list was expected: nothing to quote.
+        Some(_) if code == 404 => String::new(),
+        _ => String::from_utf8_lossy(body)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let quoted: String = text.chars().take(MAX_QUOTED_BODY).collect();
+    let quoted = if quoted.len() < text.len() {
+        format!("{quoted}…")
+    } else {
+        quoted
+    };
+    let message = if code == 404 {
+        let said = if quoted.is_empty() {
+            String::new()
+        } else {
+            format!("; it said: {quoted}")
+        };
+        format!(
+            "the server does not serve {} (GET {path} is 404){said}",
+            resource_of_path(path)
+        )
+    } else if quoted.is_empty() {
+        "(the error response had an empty body)".to_string()
+    } else {
+        quoted
+    };
+    let status = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": if code == 404 { "NotFound".to_string() } else { reason },
+        "message": message,
+        "code": code,
+    });
+    Some(status.to_string().into_bytes())
+}
+
+/// A tower layer that gives every error response a Status body ([`error_status`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StatusBodies;
+
+impl<S> tower::Layer<S> for StatusBodies {
+    type Service = StatusBodiesService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StatusBodiesService { inner }
+    }
+}
+
+/// The service of [`StatusBodies`].
+#[derive(Debug, Clone)]
+pub struct StatusBodiesService<S> {
+    inner: S,
+}
+
+/// The response body type after [`StatusBodies`].
+pub type BoxedBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, tower::BoxError>;
+
+impl<S, B> tower::Service<http::Request<kube::client::Body>> for StatusBodiesService<S>
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    type Response = http::Response<BoxedBody>;
+    type Error = tower::BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        use http_body_util::BodyExt;
+        let path = req.uri().path().to_string();
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = response.await.map_err(Into::into)?;
+            let code = response.status().as_u16();
+            if code < 400 {
+                return Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()));
+            }
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await.map_err(Into::into)?.to_bytes();
+            let bytes = match error_status(code, &path, &bytes) {
+                Some(fixed) => bytes::Bytes::from(fixed),
+                None => bytes,
+            };
+            let body = http_body_util::Full::new(bytes)
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            Ok(http::Response::from_parts(parts, body))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(code: u16, path: &str, body: &str) -> Option<serde_json::Value> {
+        error_status(code, path, body.as_bytes()).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn a_404_that_names_no_object_says_the_resource_is_not_served() {
+        let s = message(
+            404,
+            "/apis/external-secrets.io/v1beta1/externalsecrets",
+            "404 page not found",
+        )
+        .unwrap();
+        assert_eq!(s["code"], 404);
+        assert_eq!(
+            s["message"],
+            "the server does not serve externalsecrets.external-secrets.io/v1beta1 (GET /apis/external-secrets.io/v1beta1/externalsecrets is 404); it said: 404 page not found"
+        );
+        let s = message(
+            404,
+            "/api/v1/serviceaccounts",
+            r#"{"kind":"Status","code":404,"reason":"NotFound","message":"the server could not find the requested resource","details":{}}"#,
+        )
+        .unwrap();
+        assert!(
+            s["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the server does not serve serviceaccounts (core v1)"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn statuses_that_say_what_happened_are_kept_and_others_are_made_readable() {
+        let named = r#"{"kind":"Status","code":404,"reason":"NotFound","message":"x \"a\" not found","details":{"name":"a"}}"#;
+        assert!(message(404, "/api/v1/namespaces/n/pods/a", named).is_none());
+        let conflict = r#"{"kind":"Status","code":409,"reason":"Conflict","message":"m"}"#;
+        assert!(message(409, "/api/v1/pods", conflict).is_none());
+        // JSON that is not a Status (kube would read it as `0 : `), and plain text.
+        let s = message(500, "/api/v1/pods", r#"{"paths":["/apis"]}"#).unwrap();
+        assert_eq!(
+            (s["code"].as_u64(), s["reason"].as_str()),
+            (Some(500), Some("InternalServerError"))
+        );
+        assert_eq!(s["message"], r#"{"paths":["/apis"]}"#);
+        let s = message(503, "/api/v1/pods", "upstream connect error\n").unwrap();
+        assert_eq!(s["message"], "upstream connect error");
+        let s = message(502, "/api/v1/pods", "").unwrap();
+        assert_eq!(s["message"], "(the error response had an empty body)");
     }
 }

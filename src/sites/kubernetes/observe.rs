@@ -3,7 +3,7 @@
 //! the server version). Requests run concurrently, each retried and bounded by the site
 //! timeout.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::future::{try_join_all, try_join5};
@@ -14,6 +14,32 @@ use super::client::{self, Error, RetryPolicy};
 use super::kinds::{self, KindInfo};
 use super::render::Rendered;
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL};
+
+/// An actions-runner-controller Deployment, as its chart labels it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArcController {
+    /// `namespace/name` of the Deployment.
+    pub deployment: String,
+    /// Its `app.kubernetes.io/version` label.
+    pub version: Option<String>,
+    /// Its ServiceAccount (namespace, name), from the
+    /// `actions.github.com/controller-service-account-{namespace,name}` labels.
+    pub service_account: Option<(String, String)>,
+}
+
+impl ArcController {
+    /// Reads a Deployment's labels.
+    fn from_labels(deployment: String, labels: &BTreeMap<String, String>) -> Self {
+        let label = |k: &str| labels.get(k).cloned();
+        let service_account = label(kinds::ARC_CONTROLLER_SA_NAMESPACE_LABEL)
+            .zip(label(kinds::ARC_CONTROLLER_SA_NAME_LABEL));
+        Self {
+            deployment,
+            version: label(kinds::VERSION_LABEL),
+            service_account,
+        }
+    }
+}
 
 /// What was found on a site.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,8 +54,126 @@ pub struct Observed {
     pub daemon_sets: Vec<(String, String, Option<Value>)>,
     /// Required RuntimeClasses that exist.
     pub runtime_classes: BTreeSet<String>,
+    /// Required ClusterRoles that exist.
+    pub cluster_roles: BTreeSet<String>,
     /// CRDs (among those drover needs or may own objects of) that exist.
     pub crds: BTreeSet<String>,
+    /// actions-runner-controller Deployments; listed only when the site has `engine: arc`
+    /// runner sets.
+    pub arc_controllers: Vec<ArcController>,
+    /// Per custom kind drover may own (by kind name): what discovery found. A kind absent
+    /// here (e.g. in a hand-built `Observed`) is used at its rendered version.
+    pub custom: BTreeMap<String, CustomKind>,
+}
+
+/// What discovery (`/apis/<group>`) says about a custom kind drover renders.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomKind {
+    /// The group is not served at all (its CRD is not installed): no object can exist.
+    NotServed,
+    /// Served; drover uses this version ([`kinds::choose_version`]).
+    Served(KindInfo),
+    /// Served, but at no version drover supports: why.
+    Unsupported(String),
+}
+
+/// Reads an object by name: `None` only when the server says that object does not exist
+/// (a 404 naming it). A 404 that names no object means the server does not serve the
+/// resource at all: that is an error, never "absent".
+pub async fn get_named(
+    api: &Api<DynamicObject>,
+    name: &str,
+) -> Result<Option<DynamicObject>, kube::Error> {
+    match api.get(name).await {
+        Ok(obj) => Ok(Some(obj)),
+        Err(kube::Error::Api(status))
+            if status.code == 404 && status.details.as_ref().is_some_and(|d| d.name == name) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Which of the named cluster-scoped objects of `kind` exist (read one by one; a 404 for
+/// that name means absent, any other error is an error).
+async fn existing<'a>(
+    client: &kube::Client,
+    kind: &KindInfo,
+    names: impl IntoIterator<Item = &'a String>,
+    timeout: Duration,
+    retry: RetryPolicy,
+) -> Result<Vec<String>, Error> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
+    let found = try_join_all(names.into_iter().map(|name| {
+        let api = &api;
+        async move {
+            let what = format!("reading {} {name}", kind.kind);
+            let found = client::call(what, timeout, retry, || get_named(api, name)).await?;
+            Ok::<_, Error>(found.map(|_| name.clone()))
+        }
+    }))
+    .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// The versions an API group serves (`/apis/<group>`); `None` when the group is not served.
+async fn served_versions(
+    client: &kube::Client,
+    group: &str,
+    timeout: Duration,
+    retry: RetryPolicy,
+) -> Result<Option<Vec<String>>, Error> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroup;
+    let path = format!("/apis/{group}");
+    let what = format!("discovering the versions of API group {group} (GET {path})");
+    let result = client::call(&what, timeout, retry, || {
+        let request = http::Request::get(path.as_str())
+            .body(Vec::new())
+            .expect("a valid request");
+        client.request::<APIGroup>(request)
+    })
+    .await;
+    match result {
+        Ok(doc) => Ok(Some(doc.versions.into_iter().map(|v| v.version).collect())),
+        // Discovery is the one place where 404 means "absent": the group is not served.
+        Err(Error::Request {
+            code: Some(404), ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Discovery for every custom kind drover may own.
+async fn discover_custom(
+    client: &kube::Client,
+    timeout: Duration,
+    retry: RetryPolicy,
+) -> Result<BTreeMap<String, CustomKind>, Error> {
+    let groups: BTreeSet<&str> = kinds::OWNED
+        .iter()
+        .filter(|k| k.crd.is_some())
+        .map(|k| k.group)
+        .collect();
+    let served = try_join_all(groups.into_iter().map(|group| async move {
+        Ok::<_, Error>((group, served_versions(client, group, timeout, retry).await?))
+    }))
+    .await?;
+    let served: BTreeMap<&str, Option<Vec<String>>> = served.into_iter().collect();
+    Ok(kinds::OWNED
+        .iter()
+        .filter(|k| k.crd.is_some())
+        .map(|k| {
+            let found = match served.get(k.group).cloned().flatten() {
+                None => CustomKind::NotServed,
+                Some(versions) => match kinds::choose_version(k, &versions) {
+                    Ok(chosen) => CustomKind::Served(chosen),
+                    Err(why) => CustomKind::Unsupported(why),
+                },
+            };
+            (k.kind.to_string(), found)
+        })
+        .collect())
 }
 
 /// The label selector of the objects `fleet` owns.
@@ -44,10 +188,6 @@ fn to_value(kind: &KindInfo, obj: &DynamicObject) -> Value {
         m.insert("kind".into(), Value::String(kind.kind.into()));
     }
     v
-}
-
-fn not_found(err: &kube::Error) -> bool {
-    client::status_code(err) == Some(404)
 }
 
 /// Observes the site.
@@ -67,26 +207,70 @@ pub async fn observe(
         || client.apiserver_version(),
     );
 
-    // Owned objects of every kind drover may have written; a custom kind whose CRD is not
-    // installed lists as 404, i.e. nothing owned.
+    // Custom kinds are listed at the version discovery chose. A group that is not served
+    // (its CRD is not installed) holds nothing; a kind served at no version drover supports
+    // is not listed (a finding says so, and nothing of it is created or pruned). Any list
+    // that fails, 404 included, fails the observation: a 404 never reads as "nothing".
+    let custom = discover_custom(client, timeout, retry).await?;
+    let custom_ref = &custom;
     let owned = try_join_all(kinds::OWNED.iter().map(|kind| {
         let selector = selector.clone();
         async move {
+            let kind = match custom_ref.get(kind.kind) {
+                None => *kind,
+                Some(CustomKind::Served(chosen)) => *chosen,
+                Some(CustomKind::NotServed | CustomKind::Unsupported(_)) => {
+                    return Ok(Vec::new());
+                }
+            };
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource());
             let lp = ListParams::default().labels(&selector);
-            let what = format!("listing {} owned by drover", kind.plural);
-            let result = client::with_retry(retry, || api.list(&lp));
-            match tokio::time::timeout(timeout, result).await {
-                Ok(Ok(list)) => Ok(list.items.iter().map(|o| to_value(kind, o)).collect()),
-                Ok(Err(e)) if kind.crd.is_some() && not_found(&e) => Ok(Vec::new()),
-                Ok(Err(e)) => Err(Error::request(what, &e)),
-                Err(_) => Err(Error::Timeout {
-                    what,
-                    secs: timeout.as_secs(),
-                }),
-            }
+            let what = format!(
+                "listing {}.{} owned by drover",
+                kind.plural,
+                kind.api_version()
+            );
+            let list = client::call(what, timeout, retry, || api.list(&lp)).await?;
+            Ok::<_, Error>(
+                list.items
+                    .iter()
+                    .map(|o| to_value(&kind, o))
+                    .collect::<Vec<_>>(),
+            )
         }
     }));
+
+    let arc_controllers = async {
+        let has_arc = rendered
+            .objects
+            .iter()
+            .any(|o| o["kind"] == kinds::AUTOSCALING_RUNNER_SET.kind);
+        if !has_arc {
+            return Ok(Vec::new());
+        }
+        let api: Api<DynamicObject> =
+            Api::all_with(client.clone(), &kinds::DEPLOYMENT.api_resource());
+        let lp = ListParams::default().labels(kinds::ARC_CONTROLLER_SELECTOR);
+        let what = format!(
+            "listing actions-runner-controller Deployments ({})",
+            kinds::ARC_CONTROLLER_SELECTOR
+        );
+        let list = client::call(what, timeout, retry, || api.list(&lp)).await?;
+        Ok::<_, Error>(
+            list.items
+                .iter()
+                .map(|d| {
+                    let name = format!(
+                        "{}/{}",
+                        d.metadata.namespace.as_deref().unwrap_or_default(),
+                        d.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    let labels = d.metadata.labels.clone().unwrap_or_default();
+                    ArcController::from_labels(name, &labels)
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
 
     let nodes = async {
         if rendered.pools.is_empty() {
@@ -108,7 +292,7 @@ pub async fn observe(
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
         async move {
             let what = format!("reading DaemonSet {ns}/{name}");
-            let found = client::call(what, timeout, retry, || api.get_opt(name)).await?;
+            let found = client::call(what, timeout, retry, || get_named(&api, name)).await?;
             Ok::<_, Error>((
                 ns.clone(),
                 name.clone(),
@@ -117,15 +301,20 @@ pub async fn observe(
         }
     }));
 
-    let runtime_classes = try_join_all(rendered.requires.runtime_classes.keys().map(|name| {
-        let ar = kinds::RUNTIME_CLASS.api_resource();
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        async move {
-            let what = format!("reading RuntimeClass {name}");
-            let found = client::call(what, timeout, retry, || api.get_opt(name)).await?;
-            Ok::<_, Error>(found.map(|_| name.clone()))
-        }
-    }));
+    let runtime_classes = existing(
+        client,
+        &kinds::RUNTIME_CLASS,
+        rendered.requires.runtime_classes.keys(),
+        timeout,
+        retry,
+    );
+    let cluster_roles = existing(
+        client,
+        &kinds::CLUSTER_ROLE,
+        rendered.requires.cluster_roles.keys(),
+        timeout,
+        retry,
+    );
 
     let mut crd_names: BTreeSet<String> = rendered.requires.crds.keys().cloned().collect();
     crd_names.extend(
@@ -133,21 +322,19 @@ pub async fn observe(
             .iter()
             .filter_map(|k| k.crd.map(str::to_string)),
     );
-    let crds = try_join_all(crd_names.into_iter().map(|name| {
-        let ar = kinds::CRD.api_resource();
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        async move {
-            let what = format!("reading CustomResourceDefinition {name}");
-            let found = client::call(what, timeout, retry, || api.get_opt(&name)).await?;
-            Ok::<_, Error>(found.map(|_| name))
-        }
-    }));
+    let crds = existing(client, &kinds::CRD, &crd_names, timeout, retry);
 
-    let (version, (owned, nodes), daemon_sets, runtime_classes, crds) = try_join5(
+    let (
         version,
-        futures::future::try_join(owned, nodes),
+        (owned, nodes, arc_controllers),
         daemon_sets,
-        runtime_classes,
+        (runtime_classes, cluster_roles),
+        crds,
+    ) = try_join5(
+        version,
+        futures::future::try_join3(owned, nodes, arc_controllers),
+        daemon_sets,
+        futures::future::try_join(runtime_classes, cluster_roles),
         crds,
     )
     .await?;
@@ -156,7 +343,10 @@ pub async fn observe(
         owned: owned.into_iter().flatten().collect(),
         nodes,
         daemon_sets,
-        runtime_classes: runtime_classes.into_iter().flatten().collect(),
-        crds: crds.into_iter().flatten().collect(),
+        runtime_classes: runtime_classes.into_iter().collect(),
+        cluster_roles: cluster_roles.into_iter().collect(),
+        crds: crds.into_iter().collect(),
+        arc_controllers,
+        custom,
     })
 }

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 use super::checks;
 use super::kinds::{self, KindInfo};
 use super::normalize::{self, desired_view, project};
-use super::observe::Observed;
-use super::render::Rendered;
+use super::observe::{CustomKind, Observed};
+use super::render::{self, Rendered};
 use crate::fleet::model::SitePolicy;
 use crate::plan::{Action, Change, Finding, FindingSeverity, SiteKind, SitePlan, Target};
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL};
@@ -153,8 +153,9 @@ pub fn compute(rendered: &Rendered, observed: &Observed, settings: &PlanSettings
         )
         .map_or(u8::MAX, |k| k.tier)
     });
+    let mut unsupported_reported = std::collections::BTreeSet::new();
     for obj in rendered_objects {
-        let Some(kind) = kinds::lookup(
+        let Some(mut kind) = kinds::lookup(
             obj["apiVersion"].as_str().unwrap_or_default(),
             obj["kind"].as_str().unwrap_or_default(),
         ) else {
@@ -162,16 +163,70 @@ pub fn compute(rendered: &Rendered, observed: &Observed, settings: &PlanSettings
         };
         let key = key_of(obj);
         desired_keys.insert(key.clone());
-        let blocked = kind
+        let mut blocked = kind
             .crd
             .filter(|crd| !observed.crds.contains(*crd))
             .map(|crd| format!("CRD {crd} is not installed"));
+        // Custom kinds go out at the version the cluster serves (discovery).
+        let mut adapted = None;
+        if kind.kind == kinds::AUTOSCALING_RUNNER_SET.kind {
+            match arc_version(obj, observed) {
+                ArcVersion::Rendered(findings) => plan.findings.extend(findings),
+                ArcVersion::Discovered(v) => {
+                    let mut o = obj.clone();
+                    o["metadata"]["labels"][kinds::VERSION_LABEL] = json!(v);
+                    adapted = Some(o);
+                }
+                ArcVersion::Unknown(finding) => {
+                    blocked.get_or_insert_with(|| finding.message.clone());
+                    if !plan.findings.iter().any(|f| f.code == finding.code) {
+                        plan.findings.push(finding);
+                    }
+                }
+            }
+        }
+        if is_unbound_arc_manager(obj) {
+            match arc_manager_subject(obj, observed) {
+                Ok(subject) => {
+                    let mut o = obj.clone();
+                    o["subjects"] = json!([subject]);
+                    adapted = Some(o);
+                }
+                Err(finding) => {
+                    blocked.get_or_insert_with(|| finding.message.clone());
+                    plan.findings.push(finding);
+                }
+            }
+        }
+        match observed.custom.get(kind.kind) {
+            Some(CustomKind::Served(chosen)) if chosen.version != kind.version => {
+                kind = *chosen;
+                let mut o = adapted.take().unwrap_or_else(|| obj.clone());
+                o["apiVersion"] = json!(chosen.api_version());
+                adapted = Some(o);
+            }
+            Some(CustomKind::Unsupported(why)) => {
+                if unsupported_reported.insert(kind.kind) {
+                    plan.findings.push(Finding::new(
+                        FindingSeverity::Error,
+                        "crd-version-unsupported",
+                        format!(
+                            "CustomResourceDefinition {}",
+                            kind.crd.unwrap_or(kind.plural)
+                        ),
+                        why.clone(),
+                    ));
+                }
+                blocked.get_or_insert_with(|| why.clone());
+            }
+            _ => {}
+        }
         push(
             &mut plan,
             &mut ops,
             kind,
             key.clone(),
-            obj,
+            adapted.as_ref().unwrap_or(obj),
             live.get(&key).copied(),
             blocked,
         );
@@ -287,6 +342,126 @@ pub fn compute(rendered: &Rendered, observed: &Observed, settings: &PlanSettings
         ops,
         owned_count: live.len(),
     }
+}
+
+/// Where an AutoscalingRunnerSet's `app.kubernetes.io/version` label comes from.
+enum ArcVersion {
+    /// Rendered from the site's `arc.controllerVersion`; findings when a controller
+    /// Deployment of another major.minor was found.
+    Rendered(Vec<Finding>),
+    /// Not set by the site: the one version the controller Deployments carry.
+    Discovered(String),
+    /// Neither: the set cannot be applied (ARC would delete it on every reconcile).
+    Unknown(Finding),
+}
+
+/// ARC accepts any set from a `dev` or `canary-` build; else major.minor must match.
+fn arc_versions_match(set: &str, controller: &str) -> bool {
+    controller == "dev"
+        || controller.starts_with("canary-")
+        || checks::major_minor(set) == checks::major_minor(controller)
+}
+
+fn arc_version(obj: &Value, observed: &Observed) -> ArcVersion {
+    let subject = format!(
+        "AutoscalingRunnerSet {}/{}",
+        obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+        obj["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    let found: Vec<(&str, &str)> = observed
+        .arc_controllers
+        .iter()
+        .filter_map(|c| Some((c.deployment.as_str(), c.version.as_deref()?)))
+        .collect();
+    if let Some(set) = obj["metadata"]["labels"][kinds::VERSION_LABEL].as_str() {
+        let findings = found
+            .iter()
+            .filter(|(_, v)| !arc_versions_match(set, v))
+            .map(|(d, v)| {
+                Finding::new(
+                    FindingSeverity::Error,
+                    "arc-version-mismatch",
+                    subject.clone(),
+                    format!("the site's arc.controllerVersion is {set}, but the controller Deployment {d} is version {v}: actions-runner-controller deletes sets whose major.minor differs from its own, on every reconcile"),
+                )
+            })
+            .collect();
+        return ArcVersion::Rendered(findings);
+    }
+    let mut versions: Vec<&str> = found.iter().map(|(_, v)| *v).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    match versions.as_slice() {
+        [one] => ArcVersion::Discovered(one.to_string()),
+        [] => ArcVersion::Unknown(Finding::new(
+            FindingSeverity::Error,
+            "arc-version-unknown",
+            subject,
+            format!(
+                "no actions-runner-controller Deployment ({}) with an app.kubernetes.io/version label was found and the site sets no arc.controllerVersion; without the version label the controller deletes the set on every reconcile",
+                kinds::ARC_CONTROLLER_SELECTOR
+            ),
+        )),
+        several => ArcVersion::Unknown(Finding::new(
+            FindingSeverity::Error,
+            "arc-version-unknown",
+            subject,
+            format!(
+                "actions-runner-controller Deployments of several versions were found ({}); set the site's arc.controllerVersion",
+                several.join(", ")
+            ),
+        )),
+    }
+}
+
+/// A manager RoleBinding rendered without a subject (the site names no controller
+/// ServiceAccount): the plan takes it from the controller Deployment.
+fn is_unbound_arc_manager(obj: &Value) -> bool {
+    obj["kind"] == kinds::ROLE_BINDING.kind
+        && obj["subjects"].as_array().is_some_and(Vec::is_empty)
+        && obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == kinds::ARC_CLEANUP_FINALIZER))
+}
+
+/// The ARC controller's ServiceAccount, from the one controller Deployment's labels (as
+/// the gha-runner-scale-set chart finds it), or a finding saying why it cannot be known.
+fn arc_manager_subject(obj: &Value, observed: &Observed) -> Result<Value, Finding> {
+    let subject = format!(
+        "RoleBinding {}/{}",
+        obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+        obj["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    let mut accounts: Vec<&(String, String)> = observed
+        .arc_controllers
+        .iter()
+        .filter_map(|c| c.service_account.as_ref())
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let why = match accounts.as_slice() {
+        [(ns, name)] => return Ok(render::arc_manager_subject(ns, name)),
+        [] => format!(
+            "no actions-runner-controller Deployment ({}) with the {} and {} labels was found and the site sets no arc.controllerServiceAccount; the controller could not manage this set's runners",
+            kinds::ARC_CONTROLLER_SELECTOR,
+            kinds::ARC_CONTROLLER_SA_NAMESPACE_LABEL,
+            kinds::ARC_CONTROLLER_SA_NAME_LABEL
+        ),
+        several => format!(
+            "actions-runner-controller Deployments with different ServiceAccounts were found ({}); set the site's arc.controllerServiceAccount",
+            several
+                .iter()
+                .map(|(ns, n)| format!("{ns}/{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(Finding::new(
+        FindingSeverity::Error,
+        "arc-controller-unknown",
+        subject,
+        why,
+    ))
 }
 
 /// Per node: declared labels, the merged taint list, whether any taint is declared.

@@ -34,6 +34,13 @@ pub const EXTERNAL_SECRET_KEY: &str = "value";
 pub const DIND_IMAGE: &str = "docker:27.3-dind";
 /// Rootless Docker-in-Docker sidecar image.
 pub const DIND_ROOTLESS_IMAGE: &str = "docker:27.3-dind-rootless";
+/// The Docker sidecar's cpu request, when the set declares cpu (its quota then tracks
+/// `requests.cpu`, so every container must set it).
+pub const DIND_CPU_REQUEST: &str = "500m";
+/// The Docker sidecar's memory request and limit, when the set declares memory.
+pub const DIND_MEMORY: &str = "1Gi";
+/// How long the runner waits for dockerd's socket (`RUNNER_WAIT_FOR_DOCKER_IN_SECONDS`).
+pub const DIND_WAIT_SECONDS: &str = "120";
 /// The runner command when a set names none (both engines).
 pub const RUNNER_COMMAND: &str = "/home/runner/run.sh";
 /// Runner image used when neither the runner set nor the fleet defaults name one.
@@ -65,10 +72,15 @@ pub struct Requirements {
     pub crds: BTreeMap<String, String>,
     /// RuntimeClass name → why it is needed.
     pub runtime_classes: BTreeMap<String, String>,
+    /// ClusterRole name → why it is needed (the ARC manager ClusterRole, which drover binds).
+    pub cluster_roles: BTreeMap<String, String>,
     /// Device-plugin DaemonSets as (namespace, name).
     pub device_plugins: Vec<(String, String)>,
     /// Supported server versions.
     pub version: Option<VersionRange>,
+    /// Whether runner Pods use native sidecars (init containers with `restartPolicy:
+    /// Always`; Kubernetes 1.29 and later).
+    pub native_sidecars: bool,
 }
 
 /// Everything rendered for one site.
@@ -134,6 +146,10 @@ fn object(kind: &kinds::KindInfo, metadata: Value, body: Value) -> Value {
         obj.extend(fields);
     }
     Value::Object(obj)
+}
+
+fn k8s_site<'a>(ctx: &'a SiteContext<'_>) -> Option<&'a crate::fleet::model::KubernetesSite> {
+    ctx.site.value.spec.kubernetes.as_ref()
 }
 
 /// The runner namespace of a site: site, fleet default, or [`DEFAULT_NAMESPACE`].
@@ -278,7 +294,7 @@ pub fn render(ctx: &SiteContext<'_>) -> Result<Rendered, RenderError> {
                 &kinds::EXTERNAL_SECRET,
                 meta(name, Some(&ns), labels()),
                 json!({"spec": {
-                    "secretStoreRef": {"name": es.store, "kind": format!("{:?}", es.store_kind)},
+                    "secretStoreRef": {"name": es.store, "kind": es.store_kind.as_str()},
                     "target": {"name": name, "creationPolicy": "Owner"},
                     "data": [{"secretKey": EXTERNAL_SECRET_KEY, "remoteRef": remote}],
                     "refreshInterval": "1h",
@@ -356,26 +372,45 @@ fn render_runner_set(
     let spec = &set.spec;
     let labels = || owner_labels(fleet, Some(name));
 
-    // Resources of one runner, and the quota: max × one runner.
+    // Resources of each container, and the quota: the sum over a runner Pod's containers
+    // × max. A quota that tracks a resource makes Kubernetes refuse any Pod with a
+    // container that does not set it, so every container drover renders sets exactly what
+    // the quota tracks: the runner from the set, the Docker sidecar from its defaults.
     let mut requests = Map::new();
     let mut limits = Map::new();
+    let mut sidecar_requests = Map::new();
+    let mut sidecar_limits = Map::new();
+    let has_sidecar = spec.docker != DockerMode::None;
     let mut hard = Map::new();
+    let sum = |one: Quantity, sidecar: &str| -> Quantity {
+        let per_pod = if has_sidecar {
+            one.plus(Quantity::parse(sidecar).expect("a valid default"))
+        } else {
+            one
+        };
+        per_pod.times(spec.max)
+    };
     if let Some(cpu) = &spec.resources.cpu {
         let q = quantity_of(set, "resources.cpu", cpu)?;
         requests.insert("cpu".into(), json!(q.canonical()));
-        hard.insert("requests.cpu".into(), json!(q.times(spec.max).canonical()));
+        sidecar_requests.insert("cpu".into(), json!(DIND_CPU_REQUEST));
+        hard.insert(
+            "requests.cpu".into(),
+            json!(sum(q, DIND_CPU_REQUEST).canonical()),
+        );
     }
     if let Some(mem) = &spec.resources.memory {
         let q = quantity_of(set, "resources.memory", mem)?;
         requests.insert("memory".into(), json!(q.canonical()));
         limits.insert("memory".into(), json!(q.canonical()));
-        hard.insert(
-            "requests.memory".into(),
-            json!(q.times(spec.max).canonical()),
-        );
-        hard.insert("limits.memory".into(), json!(q.times(spec.max).canonical()));
+        sidecar_requests.insert("memory".into(), json!(DIND_MEMORY));
+        sidecar_limits.insert("memory".into(), json!(DIND_MEMORY));
+        let total = sum(q, DIND_MEMORY).canonical();
+        hard.insert("requests.memory".into(), json!(total));
+        hard.insert("limits.memory".into(), json!(total));
     }
     if let Some(gpu) = &spec.resources.gpu {
+        // Only the runner gets GPUs; `requests.<gpu>` is the one GPU key a quota takes.
         let res = gpu.vendor.resource_name();
         requests.insert(res.into(), json!(gpu.count.to_string()));
         limits.insert(res.into(), json!(gpu.count.to_string()));
@@ -385,6 +420,16 @@ fn render_runner_set(
         );
     }
     hard.insert("pods".into(), json!(spec.max.to_string()));
+    let sidecar_resources = {
+        let mut r = Map::new();
+        if !sidecar_requests.is_empty() {
+            r.insert("requests".into(), Value::Object(sidecar_requests));
+        }
+        if !sidecar_limits.is_empty() {
+            r.insert("limits".into(), Value::Object(sidecar_limits));
+        }
+        Value::Object(r)
+    };
 
     let pc = priority_class_name(fleet, name);
     out.objects.push(object(
@@ -449,24 +494,51 @@ fn render_runner_set(
         runner.insert("command".into(), json!(command));
     }
     let mut containers = Vec::new();
+    let mut init_containers = Vec::new();
     let mut volumes = Vec::new();
     match spec.docker {
         DockerMode::None => {}
         DockerMode::Dind => {
+            // As the gha-runner-scale-set chart's dind mode: an init container copies the
+            // runner's externals into a volume dockerd mounts (actions run by Docker find
+            // node there), dockerd is a native sidecar (an init container that keeps
+            // running: started before the runner, stopped after it), and the runner waits
+            // for its socket.
             env.push(json!({"name": "DOCKER_HOST", "value": "unix:///var/run/docker.sock"}));
+            env.push(
+                json!({"name": "RUNNER_WAIT_FOR_DOCKER_IN_SECONDS", "value": DIND_WAIT_SECONDS}),
+            );
             runner.insert(
                 "volumeMounts".into(),
                 json!([{"name": "dind-sock", "mountPath": "/var/run"}, {"name": "work", "mountPath": "/home/runner/_work"}]),
             );
-            containers.push(json!({
+            init_containers.push(json!({
+                "name": "init-dind-externals",
+                "image": image,
+                "command": ["cp"],
+                "args": ["-r", "/home/runner/externals/.", "/home/runner/tmpDir/"],
+                "volumeMounts": [{"name": "dind-externals", "mountPath": "/home/runner/tmpDir"}],
+                "resources": sidecar_resources.clone(),
+            }));
+            init_containers.push(json!({
                 "name": "dind",
                 "image": DIND_IMAGE,
-                "args": ["dockerd", "--host=unix:///var/run/docker.sock", "--group=123"],
+                "restartPolicy": "Always",
+                "args": ["dockerd", "--host=unix:///var/run/docker.sock", "--group=$(DOCKER_GROUP_GID)"],
+                "env": [{"name": "DOCKER_GROUP_GID", "value": "123"}],
                 "securityContext": {"privileged": true},
-                "volumeMounts": [{"name": "dind-sock", "mountPath": "/var/run"}, {"name": "work", "mountPath": "/home/runner/_work"}],
+                "startupProbe": {"exec": {"command": ["docker", "info"]}, "periodSeconds": 5, "failureThreshold": 24},
+                "volumeMounts": [
+                    {"name": "dind-sock", "mountPath": "/var/run"},
+                    {"name": "work", "mountPath": "/home/runner/_work"},
+                    {"name": "dind-externals", "mountPath": "/home/runner/externals"},
+                ],
+                "resources": sidecar_resources,
             }));
             volumes.push(json!({"name": "dind-sock", "emptyDir": {}}));
+            volumes.push(json!({"name": "dind-externals", "emptyDir": {}}));
             volumes.push(json!({"name": "work", "emptyDir": {}}));
+            out.requires.native_sidecars = true;
         }
         DockerMode::Rootless => {
             env.push(json!({"name": "DOCKER_HOST", "value": "unix:///run/user/1000/docker.sock"}));
@@ -481,6 +553,7 @@ fn render_runner_set(
                 // but runs as uid 1000: a container escape lands as an unprivileged user.
                 "securityContext": {"privileged": true, "runAsUser": 1000, "runAsGroup": 1000},
                 "volumeMounts": [{"name": "dind-sock", "mountPath": "/run/user/1000"}, {"name": "work", "mountPath": "/home/runner/_work"}],
+                "resources": sidecar_resources,
             }));
             volumes.push(json!({"name": "dind-sock", "emptyDir": {}}));
             volumes.push(json!({"name": "work", "emptyDir": {}}));
@@ -523,6 +596,9 @@ fn render_runner_set(
     if let Some(rc) = &kp.runtime_class_name {
         pod.insert("runtimeClassName".into(), json!(rc));
     }
+    if !init_containers.is_empty() {
+        pod.insert("initContainers".into(), json!(init_containers));
+    }
     pod.insert("containers".into(), json!(containers));
     if !volumes.is_empty() {
         pod.insert("volumes".into(), json!(volumes));
@@ -556,33 +632,97 @@ fn render_runner_set(
                 (_, _, Some(r)) => format!("{github_url}/{r}"),
                 _ => github_url,
             };
-            let group = scope
-                .runner_group
-                .clone()
-                .or_else(|| {
-                    ctx.repo
-                        .fleet
-                        .as_ref()
-                        .and_then(|f| f.value.spec.defaults.runner_group.clone())
-                })
-                .unwrap_or_else(|| "Default".to_string());
+            let group = scope.effective_runner_group(
+                ctx.repo
+                    .fleet
+                    .as_ref()
+                    .and_then(|f| f.value.spec.defaults.runner_group.as_deref()),
+            );
             let config_secret = arc_config_secret(ctx, ns, out);
+            let arc = k8s_site(ctx).and_then(|k| k.arc.as_ref());
+            // The controller deletes a set without its version label (or of another
+            // major.minor): the site's setting, else discovery fills it in at plan time.
+            let mut ars_labels = labels();
+            if let Some(v) = arc.and_then(|a| a.controller_version.as_ref()) {
+                ars_labels[kinds::VERSION_LABEL] = json!(v);
+            }
+            let manager = arc_manager_binding(
+                name,
+                ns,
+                arc.and_then(|a| a.controller_service_account.as_ref()),
+                labels(),
+                out,
+            );
+            let mut ars_meta = meta(name, Some(ns), ars_labels);
+            ars_meta["annotations"] =
+                json!({ kinds::ARC_CLEANUP_ROLE_BINDING_ANNOTATION: manager });
+            // Jobs target the scale set by its name and by these labels.
+            let scale_set_labels: Vec<&String> =
+                spec.labels.iter().filter(|l| l.as_str() != name).collect();
+            let mut ars_spec = json!({
+                "githubConfigUrl": url,
+                "githubConfigSecret": config_secret,
+                "runnerGroup": group,
+                "runnerScaleSetName": name,
+                "minRunners": spec.min,
+                "maxRunners": spec.max,
+                "template": template,
+            });
+            if !scale_set_labels.is_empty() {
+                ars_spec["runnerScaleSetLabels"] = json!(scale_set_labels);
+            }
             out.objects.push(object(
                 &kinds::AUTOSCALING_RUNNER_SET,
-                meta(name, Some(ns), labels()),
-                json!({"spec": {
-                    "githubConfigUrl": url,
-                    "githubConfigSecret": config_secret,
-                    "runnerGroup": group,
-                    "runnerScaleSetName": name,
-                    "minRunners": spec.min,
-                    "maxRunners": spec.max,
-                    "template": template,
-                }}),
+                ars_meta,
+                json!({ "spec": ars_spec }),
             ));
         }
     }
     Ok(())
+}
+
+/// Renders a set's manager RoleBinding: what the gha-runner-scale-set chart's manager Role
+/// grants (shipped as the ClusterRole [`kinds::ARC_MANAGER_CLUSTER_ROLE`]), granted to the
+/// ARC controller's ServiceAccount in the runner namespace. With no `account` it has no
+/// subject yet; the plan takes it from the controller Deployment. Returns its name.
+fn arc_manager_binding(
+    set: &str,
+    ns: &str,
+    account: Option<&crate::fleet::model::ArcServiceAccount>,
+    labels: Value,
+    out: &mut Rendered,
+) -> String {
+    let name = format!("{set}-gha-rs-manager");
+    out.requires
+        .cluster_roles
+        .entry(kinds::ARC_MANAGER_CLUSTER_ROLE.to_string())
+        .or_insert_with(|| {
+            format!("bound to the ARC controller by RoleBinding {ns}/{name}; it ships in deploy/kubernetes/rbac.yaml")
+        });
+    let mut metadata = meta(&name, Some(ns), labels);
+    metadata["finalizers"] = json!([kinds::ARC_CLEANUP_FINALIZER]);
+    let subjects: Vec<Value> = account
+        .map(|a| arc_manager_subject(&a.namespace, &a.name))
+        .into_iter()
+        .collect();
+    out.objects.push(object(
+        &kinds::ROLE_BINDING,
+        metadata,
+        json!({
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": kinds::ARC_MANAGER_CLUSTER_ROLE,
+            },
+            "subjects": subjects,
+        }),
+    ));
+    name
+}
+
+/// The manager RoleBinding's subject: the ARC controller's ServiceAccount.
+pub fn arc_manager_subject(namespace: &str, name: &str) -> Value {
+    json!({"kind": "ServiceAccount", "name": name, "namespace": namespace})
 }
 
 /// Name of the Secret ARC reads GitHub App credentials from, rendered (once) as an
@@ -626,7 +766,7 @@ fn arc_config_secret(ctx: &SiteContext<'_>, ns: &str, out: &mut Rendered) -> Str
                 &kinds::EXTERNAL_SECRET,
                 meta(ARC_CONFIG_SECRET, Some(ns), owner_labels(fleet, None)),
                 json!({"spec": {
-                    "secretStoreRef": {"name": es.store, "kind": format!("{:?}", es.store_kind)},
+                    "secretStoreRef": {"name": es.store, "kind": es.store_kind.as_str()},
                     "target": {"name": ARC_CONFIG_SECRET, "creationPolicy": "Owner", "template": {"data": data}},
                     "data": [{"secretKey": "github_app_private_key", "remoteRef": remote}],
                     "refreshInterval": "1h",

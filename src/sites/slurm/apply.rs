@@ -246,51 +246,99 @@ async fn settle(
         }
     };
     let runners = observe::owned_runners(&jobs, ctx.fleet_name(), p.conn.user.as_deref());
-    let mut first: BTreeMap<(&str, u32), u64> = BTreeMap::new();
-    for r in runners.iter().filter(|r| r.state.is_live()) {
-        let key = (r.identity.set.as_str(), r.identity.slot);
-        let e = first.entry(key).or_insert(r.id);
-        *e = (*e).min(r.id);
-    }
-    let steps: Vec<(Target, u64, Option<u64>)> = held
+    let winners = slot_winners(&runners);
+    let ours: Vec<u64> = held.iter().map(|(_, _, id)| *id).collect();
+    let steps: Vec<(Target, u64, Option<Winner>)> = held
         .into_iter()
         .map(|(target, slot, id)| {
             let set = target.name.rsplit_once('#').map_or("", |(s, _)| s);
-            let winner = first.get(&(set, slot)).copied().unwrap_or(id);
-            let loser_to = (winner < id).then_some(winner);
-            (target, id, loser_to)
+            let winner = winners.get(&(set, slot)).copied();
+            let lost_to = winner.filter(|w| w.id < id).map(|w| Winner {
+                // A held winner that is not ours was left by an apply that died between
+                // submit and release, and landed after our plan read the queue: we
+                // release it in our job's place (a live drover's second release is a
+                // no-op).
+                adopt: w.held && !ours.contains(&w.id),
+                ..w
+            });
+            (target, id, lost_to)
         })
         .collect();
     let results: Vec<_> = stream::iter(steps)
-        .map(|(target, id, loser_to)| async move {
-            match loser_to {
-                None => {
-                    let r = driver
-                        .release(id)
-                        .await
-                        .map_err(|e| format!("job {id} was submitted held, release failed: {e}"));
-                    Some((Action::Create, target, r))
-                }
-                Some(winner) => {
-                    tracing::info!(job = id, winner, slot = %target.name, "slot taken by a concurrent submit; cancelling ours");
-                    match driver.cancel(id).await {
-                        Ok(()) => None,
-                        Err(e) => Some((
-                            Action::Create,
-                            target,
-                            Err(format!(
-                                "job {id} duplicates job {winner} and stays held; cancel failed: {e}"
-                            )),
-                        )),
-                    }
-                }
-            }
-        })
+        .map(|(target, id, lost_to)| settle_one(driver, target, id, lost_to))
         .buffer_unordered(CONCURRENCY)
         .filter_map(|x| async move { x })
         .collect()
         .await;
     record(report, results);
+}
+
+/// The live job that keeps a slot: the one with the lowest id.
+#[derive(Debug, Clone, Copy)]
+struct Winner {
+    id: u64,
+    held: bool,
+    /// Release it in our job's place.
+    adopt: bool,
+}
+
+fn slot_winners(runners: &[observe::Runner]) -> BTreeMap<(&str, u32), Winner> {
+    let mut first: BTreeMap<(&str, u32), Winner> = BTreeMap::new();
+    for r in runners.iter().filter(|r| r.state.is_live()) {
+        let key = (r.identity.set.as_str(), r.identity.slot);
+        let candidate = Winner {
+            id: r.id,
+            held: r.held,
+            adopt: false,
+        };
+        first
+            .entry(key)
+            .and_modify(|w| {
+                if r.id < w.id {
+                    *w = candidate;
+                }
+            })
+            .or_insert(candidate);
+    }
+    first
+}
+
+/// Releases our held job `id`, or cancels it when `lost_to` keeps its slot (releasing
+/// that one if it is adopted). `None` when there is nothing to report.
+async fn settle_one(
+    driver: &dyn SlurmDriver,
+    target: Target,
+    id: u64,
+    lost_to: Option<Winner>,
+) -> Option<(Action, Target, Result<(), String>)> {
+    let Some(winner) = lost_to else {
+        let r = driver
+            .release(id)
+            .await
+            .map_err(|e| format!("job {id} was submitted held, release failed: {e}"));
+        return Some((Action::Create, target, r));
+    };
+    tracing::info!(job = id, winner = winner.id, slot = %target.name, "slot taken by another submit; cancelling ours");
+    if let Err(e) = driver.cancel(id).await {
+        return Some((
+            Action::Create,
+            target,
+            Err(format!(
+                "job {id} duplicates job {} and stays held; cancel failed: {e}",
+                winner.id
+            )),
+        ));
+    }
+    if !winner.adopt {
+        return None;
+    }
+    let r = driver.release(winner.id).await.map_err(|e| {
+        format!(
+            "held job {} (left by an interrupted apply) keeps the slot; release failed: {e}",
+            winner.id
+        )
+    });
+    Some((Action::Create, target, r))
 }
 
 fn record(report: &mut ApplyReport, results: Vec<(Action, Target, Result<(), String>)>) {

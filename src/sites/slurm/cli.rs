@@ -27,6 +27,8 @@ pub struct CliConfig {
     pub run_as: Option<String>,
     /// `SLURM_CONF` for the commands, when slurm.conf is not at the default path.
     pub slurm_conf: Option<PathBuf>,
+    /// The directory of the Slurm tools; `None` finds them on `PATH`.
+    pub bin_dir: Option<PathBuf>,
     /// Timeout of each command.
     pub timeout: Duration,
 }
@@ -36,7 +38,23 @@ impl Default for CliConfig {
         Self {
             run_as: None,
             slurm_conf: None,
+            bin_dir: None,
             timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Kills a command's whole process group when dropped before the command ended (a timeout,
+/// or the apply that ran it was cancelled).
+struct GroupKill(Option<u32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: kill(2) has no memory effects. A negative pid signals the process
+            // group created by `process_group(0)`; its id stays reserved while any member
+            // (the tool `runuser` started) is alive, and ESRCH is harmless.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
     }
 }
@@ -54,15 +72,22 @@ impl CliDriver {
     }
 
     fn command(&self, program: &str, args: &[String]) -> Command {
+        let program = match &self.cfg.bin_dir {
+            Some(dir) => dir.join(program),
+            None => PathBuf::from(program),
+        };
         let mut cmd = match &self.cfg.run_as {
             Some(user) => {
                 let mut c = Command::new("runuser");
-                c.args(["-u", user, "--", program]);
+                c.args(["-u", user, "--"]).arg(program);
                 c
             }
             None => Command::new(program),
         };
+        // Its own process group, so that a timeout or a cancelled apply stops the tool
+        // itself and not only `runuser` (which forks it and would leave it running).
         cmd.args(args)
+            .process_group(0)
             .kill_on_drop(true)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -95,6 +120,7 @@ impl CliDriver {
         let mut child = cmd
             .spawn()
             .map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
+        let mut group = GroupKill(child.id());
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes())
                 .await
@@ -109,6 +135,7 @@ impl CliDriver {
                 )
             })?
             .map_err(|e| fail(format!("wait failed: {e}"), String::new()))?;
+        group.0 = None;
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         if !output.status.success() {
             return Err(fail(output.status.to_string(), stderr));
@@ -156,8 +183,10 @@ impl CliDriver {
     }
 
     async fn list_jobs(&self) -> Result<Vec<Job>> {
-        let out = self.json("squeue", &["--json"]).await?;
-        wire::parse_jobs(&out).map_err(|e| protocol("squeue --json", e))
+        // Finished jobs too (as slurmrestd lists them): 22.05 lists them anyway, 24.11 and
+        // later only with `--states=all`.
+        let out = self.json("squeue", &["--json", "--states=all"]).await?;
+        wire::parse_jobs(&out).map_err(|e| protocol("squeue --json --states=all", e))
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {

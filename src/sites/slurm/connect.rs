@@ -60,7 +60,8 @@ pub fn connect(ctx: &SiteContext<'_>) -> Result<Connection, String> {
     if let Some(cli) = &slurm.cli {
         let driver = CliDriver::new(CliConfig {
             run_as: cli.user.clone(),
-            slurm_conf: None,
+            slurm_conf: cli.slurm_conf.as_ref().map(Into::into),
+            bin_dir: cli.bin_dir.as_ref().map(Into::into),
             timeout: timeout(ctx),
         });
         return Ok(Connection {

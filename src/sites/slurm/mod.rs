@@ -1,8 +1,9 @@
 //! Slurm site driver: submit, list and cancel runner jobs, observe partitions and nodes.
 //!
 //! Two drivers sit behind one [`SlurmDriver`] trait: [`rest::RestDriver`] talks to
-//! slurmrestd (JWT auth, versioned OpenAPI paths, v0.0.38 and v0.0.40 shapes) and
-//! [`cli::CliDriver`] runs `sbatch`/`squeue`/`scancel`/`scontrol`/`sinfo` (munge auth).
+//! slurmrestd (JWT auth; OpenAPI v0.0.38 and v0.0.40 to v0.0.45, the newest the server
+//! offers) and [`cli::CliDriver`] runs `sbatch`/`squeue`/`scancel`/`scontrol`/`sinfo`
+//! (munge auth).
 //! Both return the plain data types of [`types`]. Developer notes: `docs/slurm.md`.
 //!
 //! On top of the drivers, a Slurm site is handled in the same four steps as every site:
@@ -21,6 +22,8 @@ pub mod plan;
 pub mod render;
 pub mod rest;
 pub mod site;
+#[cfg(test)]
+mod testdata;
 pub mod types;
 mod wire;
 
@@ -56,6 +59,11 @@ pub trait SlurmDriver: Send + Sync {
     fn partitions(&self) -> BoxFuture<'_, Result<Vec<Partition>>>;
     /// Lists nodes with their state, reason, GRES and partitions.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>>>;
+    /// The API the driver speaks, once known, for plans and status: `slurmrestd v0.0.42`
+    /// once the REST driver has chosen its version. `None` when there is nothing to say.
+    fn api(&self) -> Option<String> {
+        None
+    }
 }
 
 pub use crate::credentials::Secret;
@@ -79,19 +87,43 @@ impl fmt::Display for ApiError {
 }
 
 /// Why a Slurm driver call failed. Messages never contain the token.
+///
+/// The REST driver reads Slurm's coded errors first: `error_number` 1007 is [`Error::Auth`],
+/// 1800-1803 (slurmctld communication failures) are [`Error::ControllerUnreachable`],
+/// non-specific codes are told apart by how long slurmrestd took, and any other coded error
+/// is [`Error::Api`]; only an answer without codes is read by its HTTP status (511, 401 and
+/// 403 are [`Error::Auth`]), else it is [`Error::Protocol`]. See [`rest::classify`] and
+/// `docs/slurm.md`, "Errors and what they mean".
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The site could not be reached (connection refused, DNS, timeout).
+    /// slurmrestd could not be reached: connection refused, DNS, or no answer in time.
     #[error("Slurm site {url} is unreachable: {reason}")]
-    Unreachable {
+    RestUnreachable {
         /// The URL that was tried.
         url: String,
         /// What went wrong, from the transport.
         reason: String,
     },
-    /// The site refused the credentials.
+    /// slurmrestd answered, but it could not reach slurmctld (`error_number` 1800 with HTTP
+    /// 502/500, or a non-specific error that took slurmrestd's retry time).
     #[error(
-        "Slurm site {url} refused the credentials on {endpoint}: the token is wrong or expired ({detail})"
+        "Slurm site {url} answered {endpoint}, but slurmctld is down or unreachable from slurmrestd: {detail}"
+    )]
+    ControllerUnreachable {
+        /// Base URL of the site.
+        url: String,
+        /// Path of the request.
+        endpoint: String,
+        /// What slurmrestd said.
+        detail: String,
+        /// Slurm's error code, when the answer carried one.
+        code: Option<i64>,
+    },
+    /// The site refused the credentials: the token is missing, wrong, expired or for
+    /// another user (`error_number` 1007, 22.05's quick non-specific errors, or HTTP
+    /// 511/401/403 without an error code).
+    #[error(
+        "Slurm site {url} refused the credentials on {endpoint}: the token is wrong or expired, or not for this user ({detail})"
     )]
     Auth {
         /// Base URL of the site.
@@ -100,6 +132,22 @@ pub enum Error {
         endpoint: String,
         /// What the server said (never the token).
         detail: String,
+        /// Slurm's error code, when the answer carried one.
+        code: Option<i64>,
+    },
+    /// slurmrestd serves none of the REST API versions drover speaks.
+    #[error(
+        "Slurm site {url} speaks none of the REST API versions drover speaks: it offers {}, drover speaks {}",
+        list_or_none(offered),
+        supported.join(", ")
+    )]
+    UnsupportedVersions {
+        /// Base URL of the site.
+        url: String,
+        /// The versions its `/openapi/v3` lists (`v0.0.42`, ...), newest first.
+        offered: Vec<String>,
+        /// The versions drover speaks, newest first.
+        supported: Vec<String>,
     },
     /// Slurm answered with an error list.
     #[error("Slurm at {url} refused {endpoint}: {}", join(errors))]
@@ -137,12 +185,32 @@ impl Error {
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Unreachable { .. } => "unreachable",
+            Error::RestUnreachable { .. } => "rest_unreachable",
+            Error::ControllerUnreachable { .. } => "controller_unreachable",
             Error::Auth { .. } => "auth",
+            Error::UnsupportedVersions { .. } => "unsupported_versions",
             Error::Api { .. } => "api",
             Error::Protocol { .. } => "protocol",
             Error::Command { .. } => "command",
         }
+    }
+
+    /// The Slurm error code this error was read from, if any: of several failed answers
+    /// to parallel reads, the one with a code says most about what happened.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            Error::ControllerUnreachable { code, .. } | Error::Auth { code, .. } => *code,
+            Error::Api { errors, .. } => errors.iter().find_map(|e| e.code),
+            _ => None,
+        }
+    }
+}
+
+fn list_or_none(versions: &[String]) -> String {
+    if versions.is_empty() {
+        "no /slurm/ API version".to_owned()
+    } else {
+        versions.join(", ")
     }
 }
 
@@ -232,5 +300,75 @@ mod tests {
             "{text}"
         );
         assert_eq!(e.label(), "api");
+        assert_eq!(e.code(), Some(2000));
+    }
+
+    #[test]
+    fn unsupported_versions_say_what_each_side_speaks() {
+        let e = Error::UnsupportedVersions {
+            url: "http://x".into(),
+            offered: vec!["v0.0.47".into(), "v0.0.46".into()],
+            supported: ApiVersion::PREFERENCE
+                .iter()
+                .map(|v| v.as_str().to_owned())
+                .collect(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("it offers v0.0.47, v0.0.46, drover speaks v0.0.45, v0.0.44, v0.0.43, v0.0.42, v0.0.41, v0.0.40, v0.0.38"),
+            "{text}"
+        );
+        assert_eq!(e.label(), "unsupported_versions");
+        let none = Error::UnsupportedVersions {
+            url: "http://x".into(),
+            offered: vec![],
+            supported: vec!["v0.0.45".into()],
+        };
+        assert!(
+            none.to_string()
+                .contains("it offers no /slurm/ API version"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn error_texts_keep_their_key_phrases() {
+        let rest = Error::RestUnreachable {
+            url: "http://x".into(),
+            reason: "cannot connect to slurmrestd: Connection refused".into(),
+        };
+        assert!(
+            rest.to_string().contains("http://x is unreachable"),
+            "{rest}"
+        );
+        let ctld = Error::ControllerUnreachable {
+            url: "http://x".into(),
+            endpoint: "/slurm/v0.0.42/jobs/".into(),
+            detail: "HTTP 502 Bad Gateway".into(),
+            code: None,
+        };
+        assert!(
+            ctld.to_string()
+                .contains("slurmctld is down or unreachable"),
+            "{ctld}"
+        );
+        let auth = Error::Auth {
+            url: "http://x".into(),
+            endpoint: "/slurm/v0.0.42/jobs/".into(),
+            detail: "HTTP 511".into(),
+            code: Some(1007),
+        };
+        assert!(
+            auth.to_string().contains("the token is wrong or expired"),
+            "{auth}"
+        );
+        assert_eq!(
+            [rest.label(), ctld.label(), auth.label()],
+            ["rest_unreachable", "controller_unreachable", "auth"]
+        );
+        assert_eq!(
+            (rest.code(), ctld.code(), auth.code()),
+            (None, None, Some(1007))
+        );
     }
 }

@@ -35,14 +35,17 @@ pub enum ObserveError {
     Timeout(u64),
 }
 
-/// Lists jobs, partitions and nodes concurrently, within `timeout`.
+/// Lists jobs, partitions and nodes concurrently, within `timeout`. When reads fail, the
+/// error is the most telling of them ([`more_telling`]): every read is awaited, since the
+/// first to fail is not always the one that says what happened.
 pub async fn observe(
     driver: &dyn SlurmDriver,
     timeout: Duration,
 ) -> Result<Observed, ObserveError> {
     let all = async {
         let (jobs, partitions, nodes) =
-            tokio::try_join!(driver.jobs(), driver.partitions(), driver.nodes())?;
+            tokio::join!(driver.jobs(), driver.partitions(), driver.nodes());
+        let ((jobs, partitions), nodes) = both(both(jobs, partitions), nodes)?;
         Ok::<_, Error>(Observed {
             jobs,
             partitions,
@@ -52,6 +55,27 @@ pub async fn observe(
     match tokio::time::timeout(timeout, all).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(ObserveError::Timeout(timeout.as_secs())),
+    }
+}
+
+/// Both values, or the more telling error.
+fn both<A, B>(a: Result<A, Error>, b: Result<B, Error>) -> Result<(A, B), Error> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(more_telling(a, b)),
+    }
+}
+
+/// Of two errors of parallel reads, `first` unless only `second` carries a Slurm error
+/// code. slurmrestd answers a bad token or a stopped slurmctld on its partitions endpoint
+/// with an empty error list (HTTP 511 or 502 alone), while jobs and nodes carry the code
+/// (1007, 1800) that says exactly what happened.
+pub fn more_telling(first: Error, second: Error) -> Error {
+    if first.code().is_none() && second.code().is_some() {
+        second
+    } else {
+        first
     }
 }
 

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use super::identity::{COMMENT_PREFIX, JobIdentity, job_name};
 use super::jit;
 use super::types::JobSpec;
-use crate::fleet::model::{NodePool, RunnerSet, SlurmSite};
+use crate::fleet::model::{
+    BindMount, NodePool, RunnerSet, SlurmContainer, SlurmContainerDefaults, SlurmSite,
+};
 use crate::fleet::quantity::Quantity;
 use crate::sites::SiteContext;
 
@@ -209,7 +211,10 @@ fn render_set(
         }
     }
     let needs_jit = spec.command.is_empty();
-    let container = spec.container.as_ref().map(|c| c.image.as_str());
+    let container = spec
+        .container
+        .as_ref()
+        .map(|c| Container::resolve(&slurm.container, c));
     let identity = JobIdentity::new(fleet, set_name.clone(), 0);
     Ok(RunnerTemplate {
         set: set_name.clone(),
@@ -231,7 +236,7 @@ fn render_set(
                 fleet,
                 set_name,
                 &spec.command,
-                container,
+                container.as_ref(),
             ),
             environment,
         },
@@ -249,17 +254,77 @@ fn gres_type(gres: &str) -> Option<String> {
     (!second.bytes().all(|b| b.is_ascii_digit())).then(|| second.to_owned())
 }
 
-/// The batch script: a per-job work directory on node-local scratch, then the runner.
+/// A runner set's Apptainer container with the site's defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The image, as `apptainer exec` takes it.
+    pub image: String,
+    /// The site's binds (but those whose target the set binds itself), then the set's.
+    pub binds: Vec<BindMount>,
+    /// `APPTAINER_CACHEDIR`: the set's, else the site's.
+    pub image_cache_dir: Option<String>,
+}
+
+impl Container {
+    /// The set's container settings over the site's defaults: a set bind replaces a site
+    /// bind with the same target, and the set's image cache replaces the site's.
+    pub fn resolve(site: &SlurmContainerDefaults, set: &SlurmContainer) -> Self {
+        let mut binds: Vec<BindMount> = site
+            .binds
+            .iter()
+            .filter(|b| !set.binds.iter().any(|own| own.target() == b.target()))
+            .cloned()
+            .collect();
+        binds.extend(set.binds.iter().cloned());
+        Self {
+            image: set.image.clone(),
+            binds,
+            image_cache_dir: set
+                .image_cache_dir
+                .clone()
+                .or_else(|| site.image_cache_dir.clone()),
+        }
+    }
+
+    /// The script lines that define `container`, the `apptainer exec` command line as a
+    /// bash array: rootless (`--userns`), the job directory and every bind mount bound.
+    fn definition(&self) -> String {
+        let mut s = String::new();
+        if let Some(cache) = &self.image_cache_dir {
+            s.push_str(&format!(
+                "# Apptainer's image cache outlives the job directory.\n\
+                 export APPTAINER_CACHEDIR={}\n\
+                 mkdir -p -- \"$APPTAINER_CACHEDIR\"\n",
+                sh_quote(cache)
+            ));
+        }
+        s.push_str("container=(apptainer exec --userns\n  --bind \"$work\"\n");
+        for bind in &self.binds {
+            let spec = format!(
+                "{}:{}{}",
+                bind.source,
+                bind.target(),
+                if bind.read_only { ":ro" } else { "" }
+            );
+            s.push_str(&format!("  --bind {}\n", sh_quote(&spec)));
+        }
+        s.push_str(&format!("  {})\n", sh_quote(&self.image)));
+        s
+    }
+}
+
+/// The batch script: a per-job work directory on node-local scratch, then the runner,
+/// inside an Apptainer container when the set has one.
 pub fn script(
     scratch: &str,
     fleet: &str,
     set: &str,
     command: &[String],
-    container: Option<&str>,
+    container: Option<&Container>,
 ) -> String {
     let run = match container {
-        Some(image) => format!("apptainer exec --bind \"$work\" {} ", sh_quote(image)),
-        None => String::new(),
+        Some(_) => "\"${container[@]}\" ",
+        None => "",
     };
     let mut s = format!(
         "#!/bin/bash\n\
@@ -273,6 +338,9 @@ pub fn script(
          export HOME=\"${{HOME:-$work}}\"\n",
         sh_quote(scratch.trim_end_matches('/'))
     );
+    if let Some(container) = container {
+        s.push_str(&container.definition());
+    }
     if command.is_empty() {
         s.push_str(&format!(
             ": \"${{{url}:?drover passes {url} in the job environment}}\"\n\
@@ -371,20 +439,84 @@ mod tests {
         assert!(default.contains("work=/scratch/drover-\"${SLURM_JOB_ID}\"\n"));
         assert!(default.contains("./run.sh --jitconfig \"$cfg\""));
         assert!(default.contains("unset DROVER_JIT_TOKEN"));
+        let container = Container {
+            image: "/img/r.sif".into(),
+            binds: Vec::new(),
+            image_cache_dir: None,
+        };
         let custom = script(
             "/tmp",
             "f",
             "s",
             &["bash".into(), "-c".into(), "echo $X; sleep 1".into()],
-            Some("/img/r.sif"),
+            Some(&container),
         );
         assert!(
             custom.ends_with(
-                "apptainer exec --bind \"$work\" /img/r.sif bash -c 'echo $X; sleep 1'\n"
+                "container=(apptainer exec --userns\n  --bind \"$work\"\n  /img/r.sif)\n\
+                 \"${container[@]}\" bash -c 'echo $X; sleep 1'\n"
             ),
             "{custom}"
         );
         assert!(!custom.contains("DROVER_JIT"));
+        assert!(!custom.contains("APPTAINER_CACHEDIR"), "{custom}");
+    }
+
+    fn bind(source: &str, target: Option<&str>, read_only: bool) -> BindMount {
+        BindMount {
+            source: source.into(),
+            target: target.map(str::to_owned),
+            read_only,
+        }
+    }
+
+    #[test]
+    fn a_sets_container_settings_override_the_sites() {
+        let site = SlurmContainerDefaults {
+            binds: vec![
+                bind("/cvmfs", None, true),
+                bind("/scratch/datasets", Some("/data"), true),
+            ],
+            image_cache_dir: Some("/scratch/apptainer".into()),
+        };
+        let set = SlurmContainer {
+            image: "docker://ghcr.io/acme/runner:1".into(),
+            binds: vec![bind("/projects/ml/data", Some("/data"), false)],
+            image_cache_dir: None,
+        };
+        let c = Container::resolve(&site, &set);
+        assert_eq!(
+            c.binds,
+            [
+                bind("/cvmfs", None, true),
+                bind("/projects/ml/data", Some("/data"), false)
+            ]
+        );
+        assert_eq!(c.image_cache_dir.as_deref(), Some("/scratch/apptainer"));
+        let own_cache = SlurmContainer {
+            image_cache_dir: Some("/home/ci/.apptainer".into()),
+            ..set
+        };
+        let c = Container::resolve(&SlurmContainerDefaults::default(), &own_cache);
+        assert_eq!(c.image_cache_dir.as_deref(), Some("/home/ci/.apptainer"));
+        assert_eq!(c.binds, [bind("/projects/ml/data", Some("/data"), false)]);
+    }
+
+    /// The default runner command in a container with bind mounts and a persistent image
+    /// cache: every `apptainer exec` gets `--userns`, the job directory and each bind.
+    #[test]
+    fn container_script_binds_and_caches() {
+        let container = Container {
+            image: "docker://ghcr.io/acme/runner:2.321.0".into(),
+            binds: vec![
+                bind("/cvmfs", None, true),
+                bind("/scratch/datasets", Some("/data"), true),
+                bind("/scratch/ci out", Some("/out"), false),
+            ],
+            image_cache_dir: Some("/scratch/apptainer-cache".into()),
+        };
+        let text = script("/scratch/local", "acme", "a100", &[], Some(&container));
+        insta::assert_snapshot!("container_script", text);
     }
 }
 

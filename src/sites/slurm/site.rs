@@ -43,10 +43,12 @@ pub async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
     let observed = observe::observe(conn.driver.as_ref(), timeout)
         .await
         .map_err(|e| {
-            failed(
+            let mut plan = failed(
                 ctx,
                 format!("Slurm site `{site}` could not be observed: {e}"),
-            )
+            );
+            plan.api = conn.driver.api();
+            plan
         })?;
     let runners = observe::owned_runners(&observed.jobs, ctx.fleet_name(), conn.user.as_deref());
     let desired: Vec<DesiredSet> = templates
@@ -59,6 +61,7 @@ pub async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         .collect();
     let runner_plan = plan_runners(&desired, &runners, ctx.prune(), &github_view(ctx, &runners));
     let mut plan = SitePlan::new(site, SiteKind::Slurm, ctx.site.value.spec.policy);
+    plan.api = conn.driver.api();
     plan.live_runners = runners
         .iter()
         .filter(|r| r.state.is_live())

@@ -127,6 +127,8 @@ pub(crate) struct State {
     pub remaining: u32,
     pub reset: i64,
     pub faults: VecDeque<Fault>,
+    /// Requests answered with a server error until cleared: (method, path, status).
+    pub path_faults: Vec<(String, String, u16)>,
     pub seen: Vec<Seen>,
     pub violations: Vec<String>,
     pub webhook: Option<(String, String)>,
@@ -182,6 +184,7 @@ impl GithubEmulator {
             tokens: Vec::new(),
             tokens_issued: 0,
             faults: VecDeque::new(),
+            path_faults: Vec::new(),
             seen: Vec::new(),
             violations: Vec::new(),
             webhook: None,
@@ -393,6 +396,17 @@ impl GithubEmulator {
     /// Issue writes made through the API: (method, repo, number).
     pub fn issue_writes(&self) -> Vec<(String, String, u64)> {
         self.with(|s| s.issues.writes.clone())
+    }
+
+    /// Answers every `method path` request with a server error `status` (after
+    /// authentication) until [`GithubEmulator::clear_path_faults`].
+    pub fn fail_path(&self, method: &str, path: &str, status: u16) {
+        self.with(|s| s.path_faults.push((method.into(), path.into(), status)));
+    }
+
+    /// Ends every [`GithubEmulator::fail_path`].
+    pub fn clear_path_faults(&self) {
+        self.with(|s| s.path_faults.clear());
     }
 
     /// Answers the next `times` requests (to the REST API) with `fault`.

@@ -183,6 +183,15 @@ fn rest(
     if !authed {
         return (error(401, "Bad credentials"), rate_headers(s));
     }
+    if let Some((_, _, code)) = s
+        .path_faults
+        .iter()
+        .find(|(m, p, _)| m == method.as_str() && p == path)
+    {
+        let code = *code;
+        s.remaining = s.remaining.saturating_sub(1);
+        return (error(code, "Server Error"), rate_headers(s));
+    }
     if let Some(fault) = s.faults.pop_front() {
         s.remaining = s.remaining.saturating_sub(1);
         let r = match fault {

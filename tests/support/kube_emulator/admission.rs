@@ -7,10 +7,15 @@
 //!   `default` ServiceAccount controller to create one; a real server would default it).
 //! - **Priority**: a Pod naming a `priorityClassName` that does not exist is refused (403);
 //!   otherwise `spec.priority` (and `preemptionPolicy`) are set from the class.
-//! - **ResourceQuota**: a Pod is refused (403 `exceeded quota`) when a quota of its
-//!   namespace that selects it (no scope, or a `PriorityClass` `In`/`NotIn`/`Exists` scope
-//!   selector) has `hard.pods` and the Pods it already counts (not `Succeeded`/`Failed`)
-//!   reach it. Only `pods` is enforced, not cpu/memory.
+//! - **ResourceQuota**, for quotas of its namespace that select the Pod (no scope, or a
+//!   `PriorityClass` `In`/`NotIn`/`Exists` scope selector), as `pkg/quota` does: when a
+//!   quota tracks `requests.cpu`, `requests.memory`, `limits.cpu` or `limits.memory`,
+//!   every container (init and sidecar containers included) must set it (403 `failed
+//!   quota: Q: must specify ...`; a request defaults to its limit); the Pod is refused
+//!   (403 `exceeded quota`) when the Pods the quota counts (not `Succeeded`/`Failed`) plus
+//!   this one would exceed any tracked hard limit (`pods`, cpu, memory, extended
+//!   resources such as `requests.amd.com/gpu`). A Pod's usage is the sum over its
+//!   containers and sidecars, or its largest init container when that is more.
 //! - **Garbage collection**: a real cluster deletes, in the background, every object whose
 //!   `ownerReferences` all name objects that no longer exist (by uid). The emulator does it
 //!   synchronously: after every delete for the whole store ([`Store::collect_garbage`]),
@@ -79,15 +84,17 @@ impl Store {
             .as_str()
             .unwrap_or_default();
         for (key, quota) in self.in_namespace("resourcequotas", ns) {
+            if !quota_selects(quota, pc) {
+                continue;
+            }
+            self.admit_compute(&key.name, quota, ns, obj)
+                .map_err(&forbidden)?;
             let Some(limit) = quota["spec"]["hard"]["pods"]
                 .as_str()
                 .and_then(|p| p.parse::<usize>().ok())
             else {
                 continue;
             };
-            if !quota_selects(quota, pc) {
-                continue;
-            }
             let used = self
                 .in_namespace("pods", ns)
                 .filter(|(_, p)| {
@@ -105,6 +112,78 @@ impl Store {
                     "exceeded quota: {}, requested: pods=1, used: pods={used}, limited: pods={limit}",
                     key.name
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The compute resources of a quota (`pkg/quota/v1/evaluator/core/pods.go`): every
+    /// container (init and sidecar containers included) must set each tracked cpu/memory
+    /// request or limit ("must specify"), and the Pods the quota counts plus this one must
+    /// stay within every tracked hard limit ("exceeded quota").
+    fn admit_compute(
+        &self,
+        quota_name: &str,
+        quota: &Value,
+        ns: &str,
+        pod: &Value,
+    ) -> Result<(), String> {
+        let hard: Vec<(String, u128)> = quota["spec"]["hard"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != "pods")
+            .filter_map(|(k, v)| Some((tracked_name(k), milli(v.as_str()?)?)))
+            .collect();
+        let mut missing: Vec<String> = Vec::new();
+        for resource in [
+            "limits.cpu",
+            "limits.memory",
+            "requests.cpu",
+            "requests.memory",
+        ] {
+            if !hard.iter().any(|(k, _)| k == resource) {
+                continue;
+            }
+            let unset: Vec<&str> = containers(pod)
+                .filter(|(c, _)| container_value(c, resource).is_none())
+                .map(|(c, _)| c["name"].as_str().unwrap_or_default())
+                .collect();
+            if !unset.is_empty() {
+                missing.push(format!("{resource} for: {}", unset.join(",")));
+            }
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "failed quota: {quota_name}: must specify {}",
+                missing.join("; ")
+            ));
+        }
+        for (resource, limit) in &hard {
+            let requested = pod_usage(pod, resource);
+            if requested == 0 {
+                continue;
+            }
+            let used: u128 = self
+                .in_namespace("pods", ns)
+                .filter(|(_, p)| {
+                    !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                })
+                .filter(|(_, p)| {
+                    quota_selects(
+                        quota,
+                        p["spec"]["priorityClassName"].as_str().unwrap_or_default(),
+                    )
+                })
+                .map(|(_, p)| pod_usage(p, resource))
+                .sum();
+            if used + requested > *limit {
+                return Err(format!(
+                    "exceeded quota: {quota_name}, requested: {resource}={}, used: {resource}={}, limited: {resource}={}",
+                    show(requested),
+                    show(used),
+                    show(*limit)
+                ));
             }
         }
         Ok(())
@@ -249,4 +328,100 @@ fn quota_selects(quota: &Value, pc: &str) -> bool {
             _ => true,
         }
     })
+}
+
+/// A quota key as tracked: `cpu` and `memory` mean their requests.
+fn tracked_name(key: &str) -> String {
+    match key {
+        "cpu" | "memory" => format!("requests.{key}"),
+        other => other.to_string(),
+    }
+}
+
+/// Every container of a Pod with whether it is a regular init container (not a sidecar).
+fn containers(pod: &Value) -> impl Iterator<Item = (&Value, bool)> {
+    let spec = &pod["spec"];
+    let regular = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (c, false));
+    let init = spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (c, c["restartPolicy"] != "Always"));
+    regular.chain(init)
+}
+
+/// A container's value of `requests.X` / `limits.X`, in milli-units. A request that is
+/// not set defaults to the limit (as the API server defaults it).
+fn container_value(c: &Value, resource: &str) -> Option<u128> {
+    let (kind, name) = resource.split_once('.')?;
+    let res = &c["resources"];
+    let own = res[kind][name].as_str().and_then(milli);
+    match kind {
+        "requests" => own.or_else(|| res["limits"][name].as_str().and_then(milli)),
+        _ => own,
+    }
+}
+
+/// A Pod's usage of a resource: the sum over its containers and sidecars, or the largest
+/// regular init container when that is more.
+fn pod_usage(pod: &Value, resource: &str) -> u128 {
+    let mut sum = 0;
+    let mut init_max = 0;
+    for (c, regular_init) in containers(pod) {
+        let v = container_value(c, resource).unwrap_or(0);
+        if regular_init {
+            init_max = init_max.max(v);
+        } else {
+            sum += v;
+        }
+    }
+    sum.max(init_max)
+}
+
+/// A quantity in milli-units (`2` → 2000, `500m` → 500, `1Gi` → 1073741824000); the
+/// emulator's own parser, independent of drover's.
+pub fn milli(q: &str) -> Option<u128> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() || frac.len() > 3 {
+        return None;
+    }
+    let frac_milli: u128 = format!("{frac:0<3}").parse().ok()?;
+    let base = int.parse::<u128>().ok()? * 1000 + frac_milli;
+    let factor: u128 = match suffix {
+        "" => 1000,
+        "m" => return (frac.is_empty()).then(|| int.parse().ok()).flatten(),
+        "k" => 1000u128.pow(1),
+        "M" => 1000u128.pow(2),
+        "G" => 1000u128.pow(3),
+        "T" => 1000u128.pow(4),
+        "Ki" => 1024u128.pow(1),
+        "Mi" => 1024u128.pow(2),
+        "Gi" => 1024u128.pow(3),
+        "Ti" => 1024u128.pow(4),
+        "Pi" => 1024u128.pow(5),
+        _ => return None,
+    };
+    Some(if suffix.is_empty() {
+        base
+    } else {
+        base * factor
+    })
+}
+
+/// Milli-units as a quantity (`2500m`, or whole units when exact).
+fn show(milli: u128) -> String {
+    if milli.is_multiple_of(1000) {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}m")
+    }
 }

@@ -31,6 +31,26 @@ pub fn apply_defaults(rt: &ResourceType, obj: &mut Value, cluster_ip: &mut dyn F
         ("apps", "DaemonSet") => daemon_set(obj),
         ("networking.k8s.io", "NetworkPolicy") => network_policy(obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => crd(obj),
+        _ if rt.is_custom() => {
+            if let Some(schema) = &rt.schema
+                && let Some(map) = obj.as_object_mut()
+            {
+                // Not metadata: only the custom resource's own fields are defaulted.
+                for (key, sub) in schema["properties"].as_object().into_iter().flatten() {
+                    if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                        continue;
+                    }
+                    if !map.contains_key(key)
+                        && let Some(default) = sub.get("default")
+                    {
+                        map.insert(key.clone(), default.clone());
+                    }
+                    if let Some(child) = map.get_mut(key) {
+                        super::validation::apply_schema_defaults(child, sub);
+                    }
+                }
+            }
+        }
         _ => {}
     }
 }

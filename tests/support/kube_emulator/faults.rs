@@ -13,6 +13,9 @@ pub enum FaultKind {
     Status503,
     /// 504 Timeout (kube's default client retries it).
     Status504,
+    /// 404 NotFound naming no object, as a server that does not serve the resource
+    /// answers.
+    Status404,
 }
 
 impl FaultKind {
@@ -21,6 +24,7 @@ impl FaultKind {
             FaultKind::Status500 => 500,
             FaultKind::Status503 => 503,
             FaultKind::Status504 => 504,
+            FaultKind::Status404 => 404,
         }
     }
 }
@@ -213,7 +217,8 @@ pub struct RequestRecord {
     pub field_manager: Option<String>,
     /// Whether `dryRun=All` was given.
     pub dry_run: bool,
-    /// HTTP status answered (0 when the connection was dropped).
+    /// HTTP status answered (0 while it is being served, or when the connection was
+    /// dropped).
     pub status: u16,
     /// When the request arrived (before any injected latency).
     pub at: std::time::Instant,
@@ -233,8 +238,18 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
-    pub(crate) fn push(&self, record: RequestRecord) {
-        self.entries.lock().unwrap().push(record);
+    /// Logs `record`; returns its index for [`RequestLog::set_status`].
+    pub(crate) fn push(&self, record: RequestRecord) -> usize {
+        let mut entries = self.entries.lock().unwrap();
+        entries.push(record);
+        entries.len() - 1
+    }
+
+    /// Records the answer's status of the request logged at `index`.
+    pub(crate) fn set_status(&self, index: usize, status: u16) {
+        if let Some(r) = self.entries.lock().unwrap().get_mut(index) {
+            r.status = status;
+        }
     }
 
     /// A copy of every record so far.

@@ -29,6 +29,8 @@ pub struct Shared {
     pub address: String,
     /// Bumped to end every open watch (as an API server restart does).
     pub end_watches: watch::Sender<u64>,
+    /// Where custom-resource groups go, when a real server serves them.
+    pub upstream: Option<super::upstream::Forwarder>,
 }
 
 /// Returned by the service to make hyper close the connection without a response.
@@ -109,7 +111,12 @@ async fn handle(
             match axum::body::to_bytes(Body::new(body), 64 * 1024 * 1024).await {
                 Ok(body) => {
                     record.dry_run |= body_requests_dry_run(&method, &body);
-                    route(&shared, parts, body, &params).await
+                    // Logged before it is served, so a write is in the log no later than
+                    // its effect is visible in the store.
+                    let index = shared.log.push(record);
+                    let response = route(&shared, parts, body, &params).await;
+                    shared.log.set_status(index, response.status().as_u16());
+                    return Ok(response);
                 }
                 Err(_) => error_response(&ApiError::bad_request("could not read the request body")),
             }
@@ -178,11 +185,33 @@ async fn route(
     let path = parts.uri.path().to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let accept = header_str(header::ACCEPT);
+    if let Some(upstream) = &shared.upstream
+        && upstream.forwards(&segments)
+    {
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or(path.as_str(), |p| p.as_str());
+        return upstream
+            .forward(
+                parts.method.as_str(),
+                path_and_query,
+                &parts.headers,
+                request.body,
+            )
+            .await;
+    }
     if accept.contains(discovery::AGGREGATED_ACCEPT)
         && matches!(segments.as_slice(), ["api"] | ["apis"])
     {
         let types = shared.store.lock().unwrap().all_types();
-        let doc = discovery::aggregated(&types, segments == ["api"]);
+        let mut doc = discovery::aggregated(&types, segments == ["api"]);
+        if let Some(upstream) = &shared.upstream
+            && segments == ["apis"]
+            && let Some(theirs) = upstream.discovery("/apis", &accept).await
+        {
+            upstream.merge_groups(&mut doc, &theirs);
+        }
         let mut response = json_response(StatusCode::OK, &doc, &[]);
         let content_type = HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE);
         response
@@ -190,7 +219,13 @@ async fn route(
             .insert(header::CONTENT_TYPE, content_type);
         return response;
     }
-    if let Some(doc) = discovery_doc(shared, &segments) {
+    if let Some(mut doc) = discovery_doc(shared, &segments) {
+        if let (Some(upstream), ["apis"], Some(own)) =
+            (&shared.upstream, segments.as_slice(), doc.as_mut())
+            && let Some(theirs) = upstream.discovery("/apis", "application/json").await
+        {
+            upstream.merge_groups(own, &theirs);
+        }
         return match (request.method.as_str(), doc) {
             ("GET", Some(doc)) => json_response(StatusCode::OK, &doc, &[]),
             ("GET", None) => error_response(&ApiError::no_such_resource()),

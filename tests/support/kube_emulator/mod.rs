@@ -17,7 +17,7 @@
 //!
 //! Module map: [`http`] (server, auth, faults, routing), [`discovery`], [`verbs`] (REST
 //! verbs and watch), [`store`] (objects, resourceVersion, events) and `writes` (write
-//! semantics), [`ssa`] and [`fields`] (managedFields and server-side apply), [`defaults`],
+//! semantics), [`upstream`] (custom-resource groups forwarded to a real API server), [`ssa`] and [`fields`] (managedFields and server-side apply), [`defaults`],
 //! [`validation`], [`selectors`], [`faults`] (fault injection and request log), [`status`].
 //!
 //! # Known deviations from a real API server
@@ -36,7 +36,7 @@
 //!   dependents (`ownerReferences`) is synchronous, after every delete and create, where a
 //!   real cluster's collector works in the background ([`admission`]).
 //! - Admission: Pods are checked for their ServiceAccount (only when named), PriorityClass
-//!   and ResourceQuota `pods` (not cpu/memory); see [`admission`]. Pod spec updates are not
+//!   and ResourceQuota (pods, cpu, memory, extended resources); see [`admission`]. Pod spec updates are not
 //!   refused (a real server allows only a few fields to change).
 //! - No controllers: no `default` ServiceAccount or `kube-root-ca.crt` per namespace, no
 //!   ReplicaSets/Pods from workloads; status changes only through the status subresource
@@ -51,8 +51,11 @@
 //! - `fieldValidation` defaults to Warn (unknown fields pruned, `Warning` header). Unknown
 //!   fields of built-in kinds are found by a k8s-openapi round trip; for custom resources
 //!   the CRD's `openAPIV3Schema` `properties` are checked (no schema or
-//!   `x-kubernetes-preserve-unknown-fields` accepts anything). Types and formats inside a
-//!   CRD schema are not validated.
+//!   `x-kubernetes-preserve-unknown-fields` accepts anything). Custom resources are also
+//!   validated against the schema (types, int-or-string, enums, required, `minimum`,
+//!   `maxLength`; not `pattern`, `format`, CEL rules or the other bounds) and defaulted from
+//!   its `default`s. Only `served` versions are served (404 otherwise, discovery
+//!   included). With an [`upstream::Upstream`], CRD groups go to a real server instead.
 //! - Validation covers names (DNS-1123), labels, Pod containers, workload selector vs
 //!   template labels and selector immutability, and CRD naming; not the full rule set.
 //! - PodTemplate (v1) and PriorityClass (scheduling.k8s.io/v1) were added for the
@@ -72,6 +75,7 @@ pub mod selectors;
 pub mod ssa;
 pub mod status;
 pub mod store;
+pub mod upstream;
 pub mod validation;
 pub mod verbs;
 mod writes;
@@ -99,6 +103,9 @@ pub struct EmulatorConfig {
     pub event_history: usize,
     /// The bearer token clients must send.
     pub token: String,
+    /// A real API server for the custom-resource groups (see [`upstream`]); `None` serves
+    /// CRDs and custom resources from the emulator itself.
+    pub upstream: Option<upstream::Upstream>,
 }
 
 impl Default for EmulatorConfig {
@@ -107,6 +114,7 @@ impl Default for EmulatorConfig {
             git_version: "v1.31.2".to_string(),
             event_history: 1000,
             token: "kube-emulator-token".to_string(),
+            upstream: None,
         }
     }
 }
@@ -138,6 +146,7 @@ impl KubeEmulator {
             token: config.token,
             address: address.to_string(),
             end_watches: watch::channel(0).0,
+            upstream: config.upstream.map(upstream::Forwarder::new),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(http::serve(listener, shared.clone(), shutdown_rx));

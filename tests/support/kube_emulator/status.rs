@@ -17,7 +17,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             reason,
@@ -183,6 +183,7 @@ impl ApiError {
             500 => "InternalError",
             503 => "ServiceUnavailable",
             504 => "Timeout",
+            404 => "NotFound",
             _ => "Unknown",
         };
         Self::new(code, reason, format!("injected fault: HTTP {code}"))

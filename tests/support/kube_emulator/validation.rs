@@ -343,10 +343,144 @@ pub fn validate_kind(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Res
         }
         _ => {}
     }
+    if rt.is_custom()
+        && let Some(schema) = &rt.schema
+    {
+        for (key, value) in obj.as_object().into_iter().flatten() {
+            if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            if let Some(sub) = schema["properties"].get(key) {
+                schema_problems(value, sub, key, &mut causes);
+            }
+        }
+    }
     if causes.is_empty() {
         Ok(())
     } else {
         Err(ApiError::invalid(&rt.group, &rt.kind, name, causes))
+    }
+}
+
+/// What the real server's structural-schema validation refuses in a custom resource:
+/// wrong types, values outside an `enum`, missing `required` properties, and the
+/// `minimum`/`maxLength` bounds, with its messages.
+fn schema_problems(value: &Value, schema: &Value, path: &str, causes: &mut Vec<(String, String)>) {
+    if value.is_null() {
+        return;
+    }
+    let int_or_string = schema["x-kubernetes-int-or-string"] == true;
+    let expected = schema["type"].as_str().unwrap_or_default();
+    let type_ok = match expected {
+        _ if int_or_string => value.is_string() || value.is_i64() || value.is_u64(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    };
+    if !type_ok {
+        let found = match value {
+            Value::Object(_) => "object",
+            Value::Array(_) => "array",
+            Value::String(_) => "string",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_f64() => "number",
+            _ => "integer",
+        };
+        causes.push((
+            path.to_string(),
+            format!(
+                "Invalid value: \"{found}\": {path} in body must be of type {expected}: \"{found}\""
+            ),
+        ));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        let listed: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        causes.push((
+            path.to_string(),
+            format!(
+                "Unsupported value: {value}: supported values: {}",
+                listed.join(", ")
+            ),
+        ));
+    }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64())
+        && n < min
+    {
+        causes.push((
+            path.to_string(),
+            format!(
+                "Invalid value: {value}: {path} in body should be greater than or equal to {min}"
+            ),
+        ));
+    }
+    if let (Some(max), Some(s)) = (schema["maxLength"].as_u64(), value.as_str())
+        && s.chars().count() as u64 > max
+    {
+        causes.push((
+            path.to_string(),
+            format!("Too long: may not be more than {max} bytes"),
+        ));
+    }
+    match value {
+        Value::Object(map) => {
+            for required in schema["required"].as_array().into_iter().flatten() {
+                if let Some(key) = required.as_str()
+                    && map.get(key).is_none_or(Value::is_null)
+                {
+                    causes.push((join(path, key), "Required value".to_string()));
+                }
+            }
+            for (key, child) in map {
+                let sub = schema["properties"]
+                    .get(key)
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                if let Some(sub) = sub {
+                    schema_problems(child, sub, &join(path, key), causes);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    schema_problems(item, item_schema, &format!("{path}[{i}]"), causes);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fills in the `default`s of a structural schema where a property is absent and its
+/// parent object exists (as the real server defaults custom resources on write and read).
+pub fn apply_schema_defaults(value: &mut Value, schema: &Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, sub) in schema["properties"].as_object().into_iter().flatten() {
+                if !map.contains_key(key)
+                    && let Some(default) = sub.get("default")
+                {
+                    map.insert(key.clone(), default.clone());
+                }
+                if let Some(child) = map.get_mut(key) {
+                    apply_schema_defaults(child, sub);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    apply_schema_defaults(item, item_schema);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
