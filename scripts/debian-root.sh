@@ -5,8 +5,8 @@
 #
 #   scripts/debian-root.sh path  NAME SUITE PKG...   print the cached root's path (no build)
 #   scripts/debian-root.sh build NAME SUITE PKG...   build it unless cached; print its path
-#   scripts/debian-root.sh mount ROOT                mount proc, dev, dev/pts, sys (ro), /tmp
-#                                                    and the checkout into ROOT (idempotent)
+#   scripts/debian-root.sh mount ROOT                mount proc, dev, dev/pts, sys (ro) and
+#                                                    /tmp into ROOT (idempotent)
 #   scripts/debian-root.sh umount ROOT               undo `mount`
 #
 # Cache: $DROVER_CACHE_DIR (default /var/cache/drover)/roots/NAME-KEY, where KEY hashes the
@@ -18,7 +18,6 @@ set -euo pipefail
 CACHE="${DROVER_CACHE_DIR:-/var/cache/drover}/roots"
 # Bump when the recipe below changes in a way that needs new roots.
 RECIPE=1
-CHECKOUT="$(cd "$(dirname "$0")/.." && pwd)"
 
 log() { echo "debian-root: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -121,19 +120,15 @@ cmd_mount() {
         mount --rbind /sys "$root/sys"
         mount -o remount,bind,ro "$root/sys"
     fi
-    # Tests, jobs and daemons share paths: /tmp (state dirs, test tempdirs) and the checkout
-    # (the stand-in runner binary) are the same path inside the root as outside.
+    # Tests, jobs and daemons share one path: /tmp (state dirs, test tempdirs, and what a job
+    # runs) is the same inside the root as outside. The checkout is not mounted: where CI
+    # clones it (perhaps under a private directory) must not matter to jobs.
     mount_once "$root/tmp" --bind /tmp
-    mkdir -p "$root$CHECKOUT"
-    if ! mountpoint -q "$root$CHECKOUT"; then
-        mount --bind "$CHECKOUT" "$root$CHECKOUT"
-        mount -o remount,bind,ro "$root$CHECKOUT"
-    fi
 }
 
 cmd_umount() {
     local root=$1 m
-    for m in "$CHECKOUT" /tmp /sys /dev/pts /dev /proc; do
+    for m in /tmp /sys /dev/pts /dev /proc; do
         if mountpoint -q "$root$m" 2>/dev/null; then umount -R -l "$root$m"; fi
     done
 }

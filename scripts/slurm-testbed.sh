@@ -14,8 +14,9 @@
 # and slurmrestd (JWT auth) inside its root. Daemons run in a mount namespace that has
 # pivoted into the root (not a chroot), so Apptainer works in jobs on 26.05. `bin/` in the
 # state directory holds wrappers (sbatch, squeue, scancel, scontrol, sinfo) that run the
-# generation's own tools inside its root, as root or as any other user. /tmp and the
-# checkout are the same path inside every root as outside.
+# generation's own tools from its root on the host, as root or as any other user, with
+# `etc/client.conf`. /tmp is the same path inside every root as outside; the checkout is not
+# visible to jobs (a job needs its files under /tmp).
 #
 # Besides the main slurmrestd, each generation has a fault instance: a slurmrestd whose
 # slurm.conf names a slurmctld that is never started ("slurmctld down"), a port that is
@@ -179,20 +180,42 @@ write_config() {
     fi
 }
 
+# The tools run on the host, not inside the root: the root's own dynamic loader starts them
+# with the root's libraries, and client.conf points PluginDir into the root. No chroot, no
+# namespace and no privilege is needed, so the same wrapper serves root and any other user
+# (a sandbox may refuse user namespaces to unprivileged users).
 write_wrappers() {
-    local root=$1 dir=$2 tool
+    local root=$1 dir=$2 tool loader libc multiarch libs
+    loader=$(in_root "$root" ldd /usr/bin/sbatch | awk '$1 ~ /^\/.*ld-linux/ {print $1}')
+    libc=$(in_root "$root" ldd /usr/bin/sbatch | awk '$1 == "libc.so.6" {print $3}')
+    [[ -n $loader && -n $libc ]] || die "cannot find the dynamic loader and libc of $root"
+    multiarch=$(basename "$(dirname "$libc")")
+    libs="$root/lib/$multiarch:$root/usr/lib/$multiarch:$root/usr/lib/$multiarch/slurm-wlm"
     for tool in "${TOOLS[@]}"; do
         cat >"$dir/bin/$tool" <<EOF
 #!/bin/sh
-# Runs this generation's $tool inside its root (written by scripts/slurm-testbed.sh).
-# root enters with chroot; any other user with a user namespace that maps only itself.
-if [ "\$(id -u)" -eq 0 ]; then
-    exec chroot "$root" /bin/sh -c 'cd "\$0" 2>/dev/null || cd /; exec "\$@"' "\$PWD" /usr/bin/$tool "\$@"
-fi
-exec unshare -U -m --map-current-user --root="$root" /bin/sh -c 'cd "\$0" 2>/dev/null || cd /; exec "\$@"' "\$PWD" /usr/bin/$tool "\$@"
+# Runs this generation's $tool from its root with the root's loader and libraries (written by
+# scripts/slurm-testbed.sh). Give it SLURM_CONF=$dir/etc/client.conf.
+exec "$root$loader" --library-path "$libs" --argv0 $tool "$root/usr/bin/$tool" "\$@"
 EOF
         chmod 755 "$dir/bin/$tool"
     done
+}
+
+# client.conf: slurm.conf as a submit host outside the root reads it. PluginDir points into the
+# root. SlurmUser must name, on the host, the uid the root's slurmctld runs as (munge credentials
+# are restricted to it): the host's user of that uid, or `drover-slurm`, created with it.
+write_client_conf() {
+    local root=$1 dir=$2 plugins uid name
+    plugins=$(dirname "$(in_root "$root" sh -c 'ls /usr/lib/*/slurm-wlm/auth_munge.so')")
+    uid=$(in_root "$root" id -u slurm)
+    name=$(getent passwd "$uid" | cut -d: -f1) || true
+    if [[ -z $name ]]; then
+        name=drover-slurm
+        useradd --system --no-create-home --shell /usr/sbin/nologin -u "$uid" "$name"
+    fi
+    write_if_changed "$dir/etc/client.conf" \
+        "$(sed "s/^SlurmUser=.*/SlurmUser=$name/" "$dir/etc/slurm.conf"; echo "PluginDir=$root$plugins")" || true
 }
 
 start_munge() {
@@ -212,7 +235,7 @@ start_slurm() {
         log "$(basename "$dir"): starting slurmctld"
         in_pivot "$root" SLURM_CONF="$dir/etc/slurm.conf" /usr/sbin/slurmctld -f "$dir/etc/slurm.conf"
     fi
-    wait_for "slurmctld" 60 "$dir" env SLURM_CONF="$dir/etc/slurm.conf" "$dir/bin/scontrol" ping
+    wait_for "slurmctld" 60 "$dir" env SLURM_CONF="$dir/etc/client.conf" "$dir/bin/scontrol" ping
     if ! alive "$dir/run/slurmd.pid"; then
         log "$(basename "$dir"): starting slurmd"
         in_pivot "$root" SLURM_CONF="$dir/etc/slurm.conf" /usr/sbin/slurmd -f "$dir/etc/slurm.conf" -N localhost
@@ -220,7 +243,7 @@ start_slurm() {
     wait_for "node idle" 90 "$dir" node_idle "$dir"
 }
 
-node_idle() { SLURM_CONF="$1/etc/slurm.conf" "$1/bin/sinfo" -h -n localhost -o '%t' 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; }
+node_idle() { SLURM_CONF="$1/etc/client.conf" "$1/bin/sinfo" -h -n localhost -o '%t' 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; }
 
 # start_rest ROOT DIR NAME CONF ADDR ARGS...: one slurmrestd, tracked by run/NAME.pid.
 start_rest() {
@@ -251,7 +274,7 @@ build_roots() {
 
 mint_token() {
     local dir=$1 lifespan=$2 token
-    token=$(SLURM_CONF="$dir/etc/slurm.conf" "$dir/bin/scontrol" token username="$SUBMIT_USER" lifespan="$lifespan" | sed -n 's/^SLURM_JWT=//p')
+    token=$(SLURM_CONF="$dir/etc/client.conf" "$dir/bin/scontrol" token username="$SUBMIT_USER" lifespan="$lifespan" | sed -n 's/^SLURM_JWT=//p')
     [[ -n $token ]] || die "scontrol token returned nothing"
     echo "$token"
 }
@@ -342,7 +365,7 @@ write_env() {
         echo "USER=$SUBMIT_USER"
         echo "TOKEN=$(cat "$dir/token")"
         echo "EXPIRED_TOKEN=$(cat "$dir/expired-token")"
-        echo "CONF=$dir/etc/slurm.conf"
+        echo "CONF=$dir/etc/client.conf"
         echo "BIN=$dir/bin"
         echo "WORKDIR=$BASE/work"
         echo "FAULT_CTLD_DOWN_URL=http://127.0.0.1:$((base + 6))"
@@ -367,18 +390,13 @@ up_one() {
     version=$(in_root "$root" dpkg-query -W -f='${Version}' slurmctld)
     [[ $version == "$gen".* ]] || die "the $gen root holds Slurm $version, not $gen (sid moved on?): update ALL_GENERATIONS"
     scripts/debian-root.sh mount "$root"
-    # slurmd's namespace was made when it started: a checkout mounted later (another clone)
-    # is invisible to its jobs, so restart it then.
-    if alive "$dir/run/slurmd.pid" && [[ ! -e /proc/$(cat "$dir/run/slurmd.pid")/root$PWD/Cargo.toml ]]; then
-        log "$gen: slurmd cannot see $PWD; restarting it"
-        stop_pidfile slurmd "$dir/run/slurmd.pid"
-    fi
     root_users "$root"
     make_dirs "$root" "$dir"
     make_keys "$root" "$dir"
     write_wrappers "$root" "$dir"
     start_munge "$root" "$dir"
     write_config "$gen" "$dir"
+    write_client_conf "$root" "$dir"
     start_slurm "$root" "$dir"
     # shellcheck disable=SC2046
     start_rest "$root" "$dir" slurmrestd "$dir/etc/slurm.conf" "127.0.0.1:$((base + 2))" $(rest_plugins "$gen")
@@ -397,7 +415,7 @@ up_one() {
     (umask 077 && mint_token "$dir" 604800 >"$dir/token")
     (umask 077 && mint_token "$dir" 1 >"$dir/expired-token")
     write_env "$gen" "$root" "$dir"
-    log "$gen ready (Slurm $version): $(SLURM_CONF="$dir/etc/slurm.conf" "$dir/bin/sinfo" -h -o '%P %a %t %G' | tr '\n' ';')"
+    log "$gen ready (Slurm $version): $(SLURM_CONF="$dir/etc/client.conf" "$dir/bin/sinfo" -h -o '%P %a %t %G' | tr '\n' ';')"
 }
 
 down_one() {
@@ -426,6 +444,8 @@ cmd_env() {
     ((${#gens[@]})) || die "no test bed is up; run scripts/slurm-testbed.sh up"
     [[ -s $BASE/$default/env ]] || default=${gens[0]}
     echo "export DROVER_SLURM_BEDS=$BASE"
+    # Jobs see the host's /tmp and nothing else of it: test tempdirs must be there.
+    echo "export TMPDIR=/tmp"
     echo "export DROVER_SLURM_GENERATIONS='${gens[*]}'"
     # shellcheck disable=SC1090
     (

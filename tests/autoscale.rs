@@ -11,7 +11,7 @@
 mod serve_support;
 mod support;
 
-use support::fake_runner;
+use support::{fake_runner, fake_runner_in};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -221,11 +221,12 @@ impl World {
         let runner_dir = tempfile::tempdir().unwrap();
         set_mode(runner_dir.path(), 0o755);
         let run_sh = runner_dir.path().join("run.sh");
+        let runner = fake_runner_in(runner_dir.path());
         std::fs::write(
             &run_sh,
             format!(
                 "#!/bin/sh\nexec {} \"$@\" --work-ms \"${{FAKE_WORK_MS:-300}}\" --wait-secs 60\n",
-                fake_runner().display()
+                runner.display()
             ),
         )
         .unwrap();

@@ -17,6 +17,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drover::fleet::{LoadOptions, Validation, validate_dir};
@@ -88,11 +89,36 @@ struct ContainerFleet {
     _dir: tempfile::TempDir,
 }
 
+/// Rootless Apptainer (`--userns`) needs unprivileged user namespaces on the node; says
+/// so plainly when this machine refuses them to `user`, rather than failing in a job log.
+fn assert_user_namespaces(user: &str) {
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            user,
+            "--",
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "true",
+        ])
+        .output()
+        .expect("run runuser");
+    assert!(
+        out.status.success(),
+        "this machine refuses unprivileged user namespaces to {user}, which rootless Apptainer \
+         (--userns) needs (kernel.unprivileged_userns_clone, user.max_user_namespaces, an \
+         AppArmor or seccomp policy): {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
 impl ContainerFleet {
     /// `image` is the runner set's `container.image`; `own_cache` gives the set its own
     /// `imageCacheDir` instead of the site's.
     fn new(tag: &str, image: &str, own_cache: bool) -> Self {
         let bed = Bed::load(GENERATION);
+        assert_user_namespaces(&bed.user);
         let name = format!("c{tag}-{}", random_suffix());
         // Under /tmp, which is the same path inside the test bed's root.
         let dir = tempfile::tempdir().unwrap();

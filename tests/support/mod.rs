@@ -26,5 +26,17 @@ pub fn fake_runner() -> std::path::PathBuf {
     );
     bin
 }
+
+/// A copy of [`fake_runner`] in `dir`, readable and executable by everyone, for Slurm jobs:
+/// they run as the test bed's CI user inside a Slurm root, where the checkout (and a target
+/// directory anywhere else) may be out of reach.
+pub fn fake_runner_in(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join("fake_runner");
+    std::fs::copy(fake_runner(), &copy).expect("copy fake_runner");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod fake_runner");
+    copy
+}
 pub mod real_apiserver;
 pub mod slurm_bed;
