@@ -86,8 +86,12 @@ root_users() {
     uid=$(id -u "$SUBMIT_USER")
     gid=$(id -g "$SUBMIT_USER")
     in_root "$root" getent group "$gid" >/dev/null || in_root "$root" groupadd -g "$gid" "$SUBMIT_USER"
-    in_root "$root" id -u "$SUBMIT_USER" >/dev/null 2>&1 ||
+    if ! in_root "$root" id -u "$SUBMIT_USER" >/dev/null 2>&1; then
         in_root "$root" useradd -u "$uid" -g "$gid" --create-home --shell /bin/bash "$SUBMIT_USER"
+    elif [[ $(in_root "$root" id -u "$SUBMIT_USER") != "$uid" ]]; then
+        # A cached root from before the host user was made again: follow the host's uid.
+        in_root "$root" usermod -u "$uid" -g "$gid" "$SUBMIT_USER"
+    fi
     in_root "$root" id -u "$REST_USER" >/dev/null 2>&1 ||
         in_root "$root" useradd --system --no-create-home --shell /usr/sbin/nologin "$REST_USER"
 }
