@@ -11,6 +11,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::runners::RunnerId;
 use crate::plan::{Action, ApplyReport, Finding, Plan, SitePlan, Target};
 
 /// Drift across every site considered.
@@ -92,8 +93,10 @@ impl SiteDrift {
             if *action != Action::Create || !is_runner(target) {
                 continue;
             }
-            let set = target.name.split('#').next().unwrap_or_default();
-            if let Some(n) = left.below_min.get_mut(set) {
+            let Some(id) = RunnerId::of_target(target) else {
+                continue;
+            };
+            if let Some(n) = left.below_min.get_mut(&id.set) {
                 *n = n.saturating_sub(1);
             }
         }
@@ -113,8 +116,9 @@ impl SiteDrift {
             let runner = is_runner(&change.target);
             match change.action {
                 Action::Create if runner => {
-                    let set = change.target.name.split('#').next().unwrap_or_default();
-                    *drift.below_min.entry(set.to_string()).or_default() += 1;
+                    if let Some(id) = RunnerId::of_target(&change.target) {
+                        *drift.below_min.entry(id.set).or_default() += 1;
+                    }
                 }
                 Action::Create => drift.missing.push(change.target.clone()),
                 Action::Update => drift.changed.push(Changed {
@@ -132,7 +136,7 @@ impl SiteDrift {
 /// Runner jobs (`<runner set>#<slot>`) and runner Pods (every Pod change is one; a create
 /// is `<runner set>#new-<n>`): their creates mean "below min", their deletes are not drift.
 fn is_runner(target: &Target) -> bool {
-    target.kind == "Pod" || (target.kind == "SlurmJob" && target.name.contains('#'))
+    target.kind == "Pod" || RunnerId::of_target(target).is_some()
 }
 
 impl DriftReport {

@@ -11,6 +11,7 @@ pub mod github;
 pub mod plan;
 pub mod pr;
 pub mod reconcile;
+pub mod runners;
 pub mod redact;
 pub mod serve;
 pub mod sites;

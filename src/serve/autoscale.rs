@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::Service;
+use crate::runners::RunnerId;
 use crate::autoscale::Autoscaler;
 use crate::fleet::FleetRepo;
 use crate::plan::Action;
@@ -187,15 +188,8 @@ pub fn count_failed_starts(autoscaler: &Autoscaler, plan: &crate::plan::SitePlan
                 .reason
                 .as_deref()
                 .is_some_and(|r| r.contains("start deadline"));
-        if timed_out {
-            let set = change
-                .target
-                .name
-                .split('#')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            autoscaler.failed_start(&set);
+        if let Some(id) = RunnerId::of_target(&change.target).filter(|_| timed_out) {
+            autoscaler.failed_start(&id.set);
         }
     }
 }

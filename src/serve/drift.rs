@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Service;
 use super::metrics::{DriftLabels, IssueLabels, OutcomeLabels, SiteLabels};
+use crate::runners::RunnerId;
 use crate::drift::{DriftReport, SiteDrift};
 use crate::fleet::FleetRepo;
 use crate::fleet::model::{DriftPolicy, SitePolicy};
@@ -372,16 +373,17 @@ pub fn heal_runner_counts(
     options: &crate::sites::RunOptions,
 ) -> BTreeMap<String, u32> {
     let mut counts = options.desired_runners.clone();
-    let mut live: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut live: BTreeMap<String, u32> = BTreeMap::new();
     for change in &plan.changes {
-        let runner = (change.target.kind == "SlurmJob" || change.target.kind == "Pod")
-            && change.target.name.contains('#');
-        if runner && change.action != crate::plan::Action::Create {
-            let set = change.target.name.split('#').next().unwrap_or_default();
-            *live.entry(set).or_default() += 1;
+        if change.action == crate::plan::Action::Create {
+            continue;
+        }
+        if let Some(id) = RunnerId::of_target(&change.target) {
+            *live.entry(id.set).or_default() += 1;
         }
     }
     for (set, n) in live {
+        let set = set.as_str();
         let Some(spec) = repo.runner_sets.get(set) else {
             continue;
         };

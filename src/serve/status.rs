@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::runners::RunnerId;
 use crate::plan::{Action, ApplyReport, Counts, Finding, SiteKind, SitePlan};
 
 /// Seconds since the Unix epoch.
@@ -131,10 +132,11 @@ impl SiteStatus {
 fn runner_counts(plan: &SitePlan) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for change in &plan.changes {
-        let is_runner = change.target.kind == "SlurmJob" || change.target.kind == "Pod";
-        if is_runner && change.action != crate::plan::Action::Create {
-            let set = change.target.name.split('#').next().unwrap_or_default();
-            *counts.entry(set.to_string()).or_default() += 1;
+        if change.action == crate::plan::Action::Create {
+            continue;
+        }
+        if let Some(id) = RunnerId::of_target(&change.target) {
+            *counts.entry(id.set).or_default() += 1;
         }
     }
     counts
@@ -156,10 +158,9 @@ pub fn runner_states(
     };
     let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for change in &plan.changes {
-        if change.target.kind != "SlurmJob" && change.target.kind != "Pod" {
+        let Some(RunnerId { set, .. }) = RunnerId::of_target(&change.target) else {
             continue;
-        }
-        let set = change.target.name.split('#').next().unwrap_or_default();
+        };
         let reason = change.reason.as_deref().unwrap_or_default();
         let state = match change.action {
             Action::Create if applied(Action::Create, &change.target) => "pending",

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::runners::RunnerId;
 use crate::fleet::model::{Fleet, Site};
 use crate::fleet::{FleetRepo, Located};
 use crate::plan::{ApplyReport, SiteKind, SitePlan};
@@ -209,9 +210,10 @@ fn explain_scaling(ctx: &SiteContext<'_>, plan: &mut SitePlan) {
             continue;
         }
         let name = &change.target.name;
-        let set = name
-            .split_once('#')
-            .map(|(set, _)| set)
+        let id = RunnerId::of_target(&change.target);
+        let set = id
+            .as_ref()
+            .map(|id| id.set.as_str())
             .filter(|set| sets.contains(set))
             .or_else(|| runners::set_of_runner(name, fleet, sets.iter().copied()));
         if let Some(note) = set.and_then(|s| ctx.options.scale_notes.get(s)) {

@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::render::{COMPONENT_LABEL, Rendered};
+use crate::runners::{RunnerId, Slot};
 use crate::plan::{Action, Change, Finding, FindingSeverity, Target};
 use crate::sites::runners::{RegisteredRunner, runner_name};
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL};
@@ -252,11 +253,8 @@ impl RunnerOp {
                 note,
             } => (
                 Action::Create,
-                Target {
-                    kind: TARGET_KIND.into(),
-                    namespace: Some(namespace.clone()),
-                    name: format!("{set}#new-{index}"),
-                },
+                RunnerId::new(set.as_str(), Slot::New(*index))
+                    .target(TARGET_KIND, Some(namespace.clone())),
                 note.clone(),
             ),
             RunnerOp::Delete { pod, note, .. } => (Action::Delete, pod.target(), note.clone()),

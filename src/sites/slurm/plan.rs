@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::observe::{Runner, RunnerState};
+use crate::runners::{RunnerId, Slot};
 use crate::plan::{Action, Change, Finding, FindingSeverity, Target};
 use crate::sites::runners::RegisteredRunner;
 
@@ -143,11 +144,7 @@ impl Op {
 
 /// The plan target of a runner: `<set>#<slot>`.
 pub fn target(set: &str, slot: u32) -> Target {
-    Target {
-        kind: TARGET_KIND.into(),
-        namespace: None,
-        name: format!("{set}#{slot}"),
-    }
+    RunnerId::new(set, Slot::Number(slot)).target(TARGET_KIND, None)
 }
 
 fn target_of(r: &Runner) -> Target {
