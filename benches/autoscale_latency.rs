@@ -17,7 +17,7 @@
 //!
 //! Figures are recorded in docs/performance.md ("Autoscaler latency").
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeSet;

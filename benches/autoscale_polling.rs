@@ -12,7 +12,7 @@
 //!
 //! Figures are recorded in docs/performance.md ("Autoscaler polling").
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use drover::autoscale::metrics::AutoscaleMetrics;

@@ -3,7 +3,7 @@
 //! write requests. Prints peak RSS (VmHWM) at the end.
 
 // The emulator tree is shared with the integration tests (it allows unused items itself).
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::hint::black_box;

@@ -10,7 +10,7 @@
 //! Figures are recorded in docs/performance.md ("drover serve").
 
 // The emulator tree is shared with the integration tests (it allows unused items itself).
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::process::{Command, Stdio};

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-#[path = "../tests/support/slurm_bed.rs"]
+#[path = "../tests/it/support/slurm_bed.rs"]
 #[allow(dead_code, unused_macros)]
 mod slurm_bed;
 use slurm_bed::Bed;

@@ -2,7 +2,7 @@
 # A real Kubernetes API server for custom resources, on loopback: Kubernetes'
 # k8s.io/apiextensions-apiserver (discovery, served versions, structural schemas, pruning,
 # strict field validation, server-side apply) with Debian's etcd, for the tests that route
-# CRD groups to it (tests/support/real_apiserver.rs). Recipe:
+# CRD groups to it (tests/it/support/real_apiserver.rs). Recipe:
 # ../shared/upstream/REAL-APISERVER.md.
 #
 #   scripts/kube-apiserver.sh build   build (or find cached) the Debian sid root and the binaries

@@ -313,7 +313,7 @@ stop_slurm() {
     stop_pidfile slurmctld "$1/ctld/slurmctld.pid"
 }
 
-# Apptainer test images (26.05, tests/slurm_containers.rs), built without any registry: a
+# Apptainer test images (26.05, tests/it/slurm_containers.rs), built without any registry: a
 # directory sandbox holding only the root's dash with its libraries, /etc/hosts and a marker
 # file /drover-sandbox, and the same tree as an OCI archive (which Apptainer converts to SIF
 # in its image cache). Kept in DIR/apptainer; rebuilt only when missing or the root changed.

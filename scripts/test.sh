@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 [[ $(id -u) -eq 0 ]] || { echo "scripts/test.sh: run as root (it installs packages and starts Slurm)" >&2; exit 1; }
 
 # Host packages, in one apt run: debootstrap builds the roots; Chromium is for the
-# status-page test (tests/serve_page.rs).
+# status-page test (tests/it/serve_page.rs).
 missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v chromium >/dev/null || missing+=(chromium)

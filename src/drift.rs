@@ -11,8 +11,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::runners::RunnerId;
 use crate::plan::{Action, ApplyReport, Finding, Plan, SitePlan, Target};
+use crate::runners::RunnerId;
 
 /// Drift across every site considered.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -115,7 +115,9 @@ mod tests {
 
     #[test]
     fn other_names_are_refused() {
-        for name in ["gpu", "#3", "gpu#", "gpu#x", "gpu#new-", "gpu#3#4", "gpu#-1"] {
+        for name in [
+            "gpu", "#3", "gpu#", "gpu#x", "gpu#new-", "gpu#3#4", "gpu#-1",
+        ] {
             assert!(name.parse::<RunnerId>().is_err(), "{name}");
         }
     }

@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::Service;
-use crate::runners::RunnerId;
 use crate::autoscale::Autoscaler;
 use crate::fleet::FleetRepo;
 use crate::plan::Action;
+use crate::runners::RunnerId;
 use crate::sites::{Registry, RunOptions, SiteContext};
 
 /// The run options of a site reconcile with the autoscaler's decisions and registry.

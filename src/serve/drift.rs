@@ -27,12 +27,12 @@ use serde::{Deserialize, Serialize};
 
 use super::Service;
 use super::metrics::{DriftLabels, IssueLabels, OutcomeLabels, SiteLabels};
-use crate::runners::RunnerId;
 use crate::drift::{DriftReport, SiteDrift};
 use crate::fleet::FleetRepo;
 use crate::fleet::model::{DriftPolicy, SitePolicy};
 use crate::github::{CloseReason, GithubClient, GithubError, Issue, RetryPolicy};
 use crate::reconcile;
+use crate::runners::RunnerId;
 
 /// The label drift issues carry when none is configured.
 pub const DEFAULT_LABEL: &str = "drover-drift";

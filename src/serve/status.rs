@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::runners::RunnerId;
 use crate::plan::{Action, ApplyReport, Counts, Finding, SiteKind, SitePlan};
+use crate::runners::RunnerId;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {

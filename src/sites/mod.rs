@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::runners::RunnerId;
 use crate::fleet::model::{Fleet, Site};
 use crate::fleet::{FleetRepo, Located};
 use crate::plan::{ApplyReport, SiteKind, SitePlan};
+use crate::runners::RunnerId;
 
 /// Label every Kubernetes object drover owns carries (`app.kubernetes.io/managed-by`).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

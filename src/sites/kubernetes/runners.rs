@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::render::{COMPONENT_LABEL, Rendered};
-use crate::runners::{RunnerId, Slot};
 use crate::plan::{Action, Change, Finding, FindingSeverity, Target};
+use crate::runners::{RunnerId, Slot};
 use crate::sites::runners::{RegisteredRunner, runner_name};
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL};
 

@@ -20,10 +20,10 @@ use super::plan::{CancelReason, Op, target};
 use super::render::RunnerTemplate;
 use super::site::{self, Prepared};
 use super::types::JobSpec;
-use crate::runners::RunnerId;
 use crate::credentials::{self, Secret};
 use crate::fleet::model::SitePolicy;
 use crate::plan::{Action, ApplyReport, SitePlan, Target};
+use crate::runners::RunnerId;
 use crate::sites::SiteContext;
 use crate::sites::runners::Removal;
 
@@ -252,7 +252,9 @@ async fn settle(
     let steps: Vec<(Target, u64, Option<Winner>)> = held
         .into_iter()
         .map(|(target, slot, id)| {
-            let set = RunnerId::of_target(&target).map(|id| id.set).unwrap_or_default();
+            let set = RunnerId::of_target(&target)
+                .map(|id| id.set)
+                .unwrap_or_default();
             let winner = winners.get(&(set.as_str(), slot)).copied();
             let lost_to = winner.filter(|w| w.id < id).map(|w| Winner {
                 // A held winner that is not ours was left by an apply that died between

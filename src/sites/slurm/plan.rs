@@ -20,8 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::observe::{Runner, RunnerState};
-use crate::runners::{RunnerId, Slot};
 use crate::plan::{Action, Change, Finding, FindingSeverity, Target};
+use crate::runners::{RunnerId, Slot};
 use crate::sites::runners::RegisteredRunner;
 
 /// Target kind of runner jobs in plans.

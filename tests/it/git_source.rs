@@ -2,23 +2,18 @@
 //! served over `file://`, `git://` (git daemon) and smart HTTP with token auth
 //! (git http-backend), plus the local directory watcher.
 
-// Only the git helpers of `tests/support` (not the Kubernetes emulator) are needed here.
-#[allow(dead_code)]
-#[path = "support/git_server.rs"]
-mod git_server;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::git_server::{Fixture, GitDaemon, HttpGitServer, free_port, git};
 use drover::credentials::Secret;
 use drover::fleet::{LoadOptions, validate_dir};
 use drover::source::{
     GitAuth, GitReference, GitSource, GitSourceConfig, Refusal, Revision, SourceError, watch,
 };
-use git_server::{Fixture, GitDaemon, HttpGitServer, free_port, git};
 
 const TOKEN: &str = "ghs_TestTokenDoNotLeak1234567890";
 

@@ -1,7 +1,7 @@
 //! Shared helpers for drover's integration tests.
 //!
-//! Each integration test binary compiles this tree on its own and uses only part of it,
-//! so unused items are expected here.
+//! Compiled once into the one integration-test binary (`tests/it`) and, through `#[path]`,
+//! into benchmarks that use only part of it, so unused items are expected here.
 #![allow(dead_code, unused_imports)]
 
 pub mod arc;

@@ -12,21 +12,20 @@
 //! Needs the Slurm test bed (`scripts/slurm-testbed.sh up`, `eval "$(… env)"`); every
 //! fleet has a unique name and its jobs are cancelled when the test ends.
 
-mod serve_support;
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::serve_support::{
+    HOOK_SECRET, config, eventually, fleet_header, kube_site, start, unique,
+};
+use crate::support::git_server::{Fixture, HttpGitServer, free_port};
+use crate::support::kube_emulator::{KubeEmulator, RequestFilter};
 use drover::credentials::Secret;
 use drover::serve::{GitFleet, webhook};
 use drover::sites::RunOptions;
 use drover::source::{GitAuth, GitReference, GitSource, GitSourceConfig};
 use serde_json::Value;
-use serve_support::{HOOK_SECRET, config, eventually, fleet_header, kube_site, start, unique};
-use support::git_server::{Fixture, HttpGitServer, free_port};
-use support::kube_emulator::{KubeEmulator, RequestFilter};
 
 const CONTEXT: &str = "e2e-ctx";
 const NS: &str = "runners";
@@ -183,7 +182,7 @@ spec:
 
     /// This fleet's live (pending or running) Slurm jobs: (id, state).
     fn jobs(&self) -> Vec<(String, String)> {
-        let out = support::slurm_bed::tool("squeue")
+        let out = crate::support::slurm_bed::tool("squeue")
             .args(["-h", "-o", "%i %j %T"])
             .env("SLURM_CONF", &self.slurm_conf)
             .output()
@@ -203,7 +202,7 @@ spec:
 
 impl Drop for World {
     fn drop(&mut self) {
-        let out = support::slurm_bed::tool("squeue")
+        let out = crate::support::slurm_bed::tool("squeue")
             .args(["-h", "-o", "%i %j"])
             .env("SLURM_CONF", &self.slurm_conf)
             .output();
@@ -216,7 +215,7 @@ impl Drop for World {
             .map(|(id, _)| id.to_string())
             .collect();
         if !ids.is_empty() {
-            let _ = support::slurm_bed::tool("scancel")
+            let _ = crate::support::slurm_bed::tool("scancel")
                 .args(&ids)
                 .env("SLURM_CONF", &self.slurm_conf)
                 .status();

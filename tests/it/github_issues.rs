@@ -2,13 +2,11 @@
 //! open issues with a label, pull requests skipped, conditional re-listing, create, edit
 //! and close; every request and response checked against GitHub's OpenAPI description.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::github_emulator::{Config, GithubEmulator};
 use drover::credentials::Secret;
 use drover::github::{Auth, CloseReason, GithubClient, RetryPolicy};
-use support::github_emulator::{Config, GithubEmulator};
 
 const REPO: &str = "acme/fleet-ops";
 

@@ -12,6 +12,7 @@
 //! fault slurmrestd, whose slurmctld is not running, so the real slurmctld keeps serving
 //! the other tests.
 
+use crate::per_generation;
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,8 +26,7 @@ use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::slurm::{Job, JobSpec, JobState, SlurmDriver};
 use drover::sites::{ApplyOptions, RunOptions, SiteContext};
 
-mod support;
-use support::slurm_bed::Bed;
+use crate::support::slurm_bed::Bed;
 
 // ---------------------------------------------------------------------------------------
 // Test bed and fleet fixtures

@@ -14,19 +14,16 @@
 //!
 //! Needs the Slurm test bed (`scripts/slurm-testbed.sh up`, `eval "$(… env)"`).
 
-mod serve_support;
-mod support;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::serve_support::{Running, config, eventually, kube_site, start, unique};
+use crate::support::github_emulator::{self, GithubEmulator};
+use crate::support::kube_emulator::{KubeEmulator, NodeBuilder};
 use drover::serve::LocalDir;
 use drover::serve::drift::DriftIssues;
 use drover::sites::RunOptions;
 use serde_json::Value;
-use serve_support::{Running, config, eventually, kube_site, start, unique};
-use support::github_emulator::{self, GithubEmulator};
-use support::kube_emulator::{KubeEmulator, NodeBuilder};
 
 const CONTEXT: &str = "drift-ctx";
 const NS: &str = "runners";
@@ -203,7 +200,7 @@ spec:
     }
 
     fn slurm(&self, cmd: &str, args: &[&str]) -> String {
-        let out = support::slurm_bed::tool(cmd)
+        let out = crate::support::slurm_bed::tool(cmd)
             .args(args)
             .env("SLURM_CONF", &self.slurm_conf)
             .output()
@@ -234,7 +231,7 @@ spec:
         }
     }
 
-    fn open_issues(&self) -> Vec<support::github_emulator::issues::Issue> {
+    fn open_issues(&self) -> Vec<crate::support::github_emulator::issues::Issue> {
         self.github
             .issues(ISSUES_REPO)
             .into_iter()

@@ -2,18 +2,16 @@
 //! refresh, JIT round trip with the stand-in runner, conditional polling, backoff, the
 //! rate budget, and OpenAPI conformance of everything exchanged.
 
-mod support;
-
-use support::fake_runner;
+use crate::support::fake_runner;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::github_emulator::objects::RunnerHome;
+use crate::support::github_emulator::openapi::OpenApi;
+use crate::support::github_emulator::{AppKeys, Config, Fault, GithubEmulator};
 use drover::credentials::Secret;
 use drover::github::{Auth, GithubClient, GithubError, JitRequest, RetryPolicy, Scope};
-use support::github_emulator::objects::RunnerHome;
-use support::github_emulator::openapi::OpenApi;
-use support::github_emulator::{AppKeys, Config, Fault, GithubEmulator};
 
 fn app_auth(cfg: &Config) -> Auth {
     Auth::App {

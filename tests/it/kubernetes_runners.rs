@@ -2,15 +2,17 @@
 //! API emulator reached through drover's real `GithubClient` (a test `RunnerRegistry`), a
 //! test kubelet that runs the stand-in runner with the JIT config from each Pod's Secret.
 
-mod support;
-
-use support::fake_runner;
+use crate::support::fake_runner;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::support::github_emulator::{AppKeys, Config, GithubEmulator};
+use crate::support::kube_emulator::{KubeEmulator, NodeBuilder};
+use crate::support::kubelet::Kubelet;
+use crate::support::registry::GithubRegistry;
 use drover::credentials::Secret;
 use drover::fleet::{FleetRepo, LoadOptions};
 use drover::github::{Auth, GithubClient, RetryPolicy, Scope};
@@ -18,10 +20,6 @@ use drover::plan::{Action, ApplyReport, Plan, SitePlan};
 use drover::sites::runners::RunnerRegistry;
 use drover::sites::{ApplyOptions, Registry, RunOptions, SiteContext, kubernetes};
 use serde_json::{Value, json};
-use support::github_emulator::{AppKeys, Config, GithubEmulator};
-use support::kube_emulator::{KubeEmulator, NodeBuilder};
-use support::kubelet::Kubelet;
-use support::registry::GithubRegistry;
 
 const SITE: &str = "lab";
 const NS: &str = "runners";

@@ -3,17 +3,14 @@
 //! site names, revision, states and validation error text, and screenshotted to
 //! `target/serve-status-page.png` for review. Fails loudly when Chromium is missing.
 
-mod serve_support;
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::serve_support::{config, fleet_header, kube_site, start, unique};
+use crate::support::kube_emulator::KubeEmulator;
 use drover::serve::{LocalDir, Trigger};
 use drover::sites::RunOptions;
-use serve_support::{config, fleet_header, kube_site, start, unique};
-use support::kube_emulator::KubeEmulator;
 
 const UNREACHABLE_SLURM: &str = r#"---
 apiVersion: drover.dev/v1alpha1

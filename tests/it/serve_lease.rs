@@ -2,17 +2,14 @@
 //! after expiry or release, no double leadership from a race on an expired Lease; and in
 //! the service, a follower replica plans without writing and says so in `/status`.
 
-mod serve_support;
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::serve_support::{config, fleet_header, kube_site, start, unique};
+use crate::support::kube_emulator::{KubeEmulator, RequestFilter};
 use drover::serve::LocalDir;
 use drover::serve::lease::{Elector, LeaseConfig, Role};
 use drover::sites::RunOptions;
 use serde_json::json;
-use serve_support::{config, fleet_header, kube_site, start, unique};
-use support::kube_emulator::{KubeEmulator, RequestFilter};
 
 const NS: &str = "drover-system";
 const LEASE: &str = "drover-leader";
@@ -175,7 +172,7 @@ async fn a_follower_replica_only_plans_and_says_so() {
     // A second reconcile on request: still no writes.
     svc.service.trigger(drover::serve::Trigger::Full);
     let reads_before = emu.request_log().len();
-    serve_support::eventually("a second plan", Duration::from_secs(30), || {
+    crate::serve_support::eventually("a second plan", Duration::from_secs(30), || {
         emu.request_log()
             .iter()
             .skip(reads_before)
@@ -206,7 +203,7 @@ async fn a_follower_replica_only_plans_and_says_so() {
     })
     .await;
     svc.service.trigger(drover::serve::Trigger::Full);
-    serve_support::eventually("objects applied", Duration::from_secs(30), || {
+    crate::serve_support::eventually("objects applied", Duration::from_secs(30), || {
         emu.list_objects("v1", "PodTemplate", Some("runners")).len() == 2
     })
     .await;

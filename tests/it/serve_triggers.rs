@@ -1,14 +1,12 @@
 //! Triggers of `drover serve` beyond polling: the directory watcher of `--dir` mode, and
 //! `drover reconcile --now` (the CLI binary) against a service running in this process.
 
-mod serve_support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::serve_support::{TRIGGER_TOKEN, config, fleet_header, start, unique};
 use drover::serve::LocalDir;
 use drover::sites::RunOptions;
-use serve_support::{TRIGGER_TOKEN, config, fleet_header, start, unique};
 
 /// A fleet with one Slurm site nobody listens for: each reconcile fails fast, which is all
 /// these tests need (they count reconciles and revisions).
@@ -76,7 +74,7 @@ async fn dir_mode_reconciles_when_a_file_changes_without_waiting_for_a_poll() {
         !metrics.contains("drover_watch_events_total 0"),
         "{metrics}"
     );
-    serve_support::eventually("the second site reconcile", Duration::from_secs(30), || {
+    crate::serve_support::eventually("the second site reconcile", Duration::from_secs(30), || {
         // Read the counter synchronously through the service's registry.
         reconciles(&svc.service.metrics.encode()) >= 2
     })
@@ -125,7 +123,7 @@ async fn reconcile_now_triggers_a_running_service_with_documented_exit_codes() {
         s["ready"] == true
     })
     .await;
-    serve_support::eventually("one reconcile counted", Duration::from_secs(30), || {
+    crate::serve_support::eventually("one reconcile counted", Duration::from_secs(30), || {
         reconciles(&svc.service.metrics.encode()) == 1
     })
     .await;
@@ -138,7 +136,7 @@ async fn reconcile_now_triggers_a_running_service_with_documented_exit_codes() {
     .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("reconcile queued"), "{out}");
-    serve_support::eventually("the triggered reconcile", Duration::from_secs(30), || {
+    crate::serve_support::eventually("the triggered reconcile", Duration::from_secs(30), || {
         reconciles(&svc.service.metrics.encode()) == 2
     })
     .await;

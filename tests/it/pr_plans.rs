@@ -4,20 +4,18 @@
 //! Offline plans use copies of the example `fleet/`; the live plan runs against the
 //! Kubernetes emulator. Snapshot tests pin the markdown people read.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::github_emulator::{Config, GithubEmulator};
+use crate::support::kube_emulator::KubeEmulator;
 use drover::fleet::model::SitePolicy;
 use drover::plan::{Action, Change, Finding, FindingSeverity, Plan, SiteKind, SitePlan, Target};
 use drover::pr::comment::{self, MARKER, Report};
 use drover::pr::trust::SiteMode;
 use drover::pr::{Annotation, PrContext};
 use serde_json::{Value, json};
-use support::github_emulator::{Config, GithubEmulator};
-use support::kube_emulator::KubeEmulator;
 
 const REPO: &str = "acme/fleet";
 const PAT: &str = "test-pat-4f9c2d7e1a";

@@ -2,8 +2,6 @@
 //! discovery, CRUD, server-side apply with field ownership, watch, selectors, validation,
 //! defaulting and fault injection. Each test starts its own emulator.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -18,7 +16,7 @@ use kube::discovery::{Discovery, Scope};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use support::kube_emulator::{
+use crate::support::kube_emulator::{
     EmulatorConfig, FaultKind, KubeEmulator, NodeBuilder, RequestFilter, install_crypto_provider,
 };
 
@@ -1470,7 +1468,7 @@ async fn pods_start_pending_and_are_admitted_like_a_real_server() {
 /// defaults, and what schema validation refuses.
 #[tokio::test]
 async fn the_emulator_agrees_with_the_real_server_on_the_upstream_crds() {
-    use support::real_apiserver::{RealApiServer, UPSTREAM_CRDS, upstream_crd};
+    use crate::support::real_apiserver::{RealApiServer, UPSTREAM_CRDS, upstream_crd};
     let real = RealApiServer::from_env();
     real.ensure_upstream_crds().await;
     let emu = KubeEmulator::start().await;

@@ -2,9 +2,10 @@
 //! Slurm generation (`slurm_22_05::…`, `slurm_24_11::…`, `slurm_26_05::…`).
 //!
 //! Needs `scripts/slurm-testbed.sh up` and its `env` output in the environment:
-//! `eval "$(scripts/slurm-testbed.sh env)" && cargo nextest run --test slurm_drivers`.
+//! `eval "$(scripts/slurm-testbed.sh env)" && cargo nextest run -E "test(/^slurm_drivers::/)"`.
 //! A missing test bed fails the tests; they are never skipped.
 
+use crate::per_generation;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,8 +14,7 @@ use drover::sites::slurm::cli::{CliConfig, CliDriver};
 use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::slurm::{ApiVersion, Error, Job, JobSpec, JobState, Secret, SlurmDriver};
 
-mod support;
-use support::slurm_bed::Bed;
+use crate::support::slurm_bed::Bed;
 
 /// The REST version drover should choose on each generation: the newest it serves.
 fn newest_version(bed: &Bed) -> &'static str {

@@ -1,16 +1,14 @@
 //! The Kubernetes site driver against the API emulator, reached through an ordinary
 //! kubeconfig written to a temp file. Each test starts its own emulator.
 
-mod support;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::kube_emulator::{FaultKind, KubeEmulator, NodeBuilder, RequestFilter};
 use drover::fleet::{FleetRepo, LoadOptions};
 use drover::plan::{Action, ApplyReport, Plan, SitePlan};
 use drover::sites::{ApplyOptions, RunOptions, SiteContext, kubernetes};
 use serde_json::{Value, json};
-use support::kube_emulator::{FaultKind, KubeEmulator, NodeBuilder, RequestFilter};
 
 const SITE: &str = "lab";
 const NS: &str = "runners";
@@ -716,7 +714,7 @@ async fn arc_runner_sets_need_their_crd_and_render_an_autoscaling_runner_set() {
     );
 
     env.emu.put_object_as("helm", arc_crd()).unwrap();
-    support::arc::install(&env.emu, "0.14.2");
+    crate::support::arc::install(&env.emu, "0.14.2");
     let (_, report) = env.apply().await;
     assert!(report.is_success(), "{report:#?}");
     let ars = env
@@ -743,7 +741,7 @@ async fn arc_runner_sets_need_their_crd_and_render_an_autoscaling_runner_set() {
     );
     assert_eq!(
         binding["subjects"],
-        json!([{"kind": "ServiceAccount", "name": support::arc::CONTROLLER_ACCOUNT, "namespace": support::arc::CONTROLLER_NAMESPACE}])
+        json!([{"kind": "ServiceAccount", "name": crate::support::arc::CONTROLLER_ACCOUNT, "namespace": crate::support::arc::CONTROLLER_NAMESPACE}])
     );
     assert_eq!(
         binding["metadata"]["finalizers"],
@@ -767,7 +765,7 @@ async fn the_arc_manager_binding_takes_the_sites_account_or_refuses_to_guess() {
     let arc = BIG.replace("docker: dind", "engine: arc");
     let env = Env::new(&fleet_yaml(&arc, "")).await;
     env.emu.put_object_as("helm", arc_crd()).unwrap();
-    support::arc::install(&env.emu, "0.14.2");
+    crate::support::arc::install(&env.emu, "0.14.2");
     let mut other = env
         .emu
         .get_object(
@@ -870,7 +868,7 @@ fn real_fleet(tag: &str) -> String {
 
 #[tokio::test]
 async fn external_secrets_are_v1_on_the_real_server_and_reapply_writes_nothing() {
-    let (emu, real) = support::real_apiserver::combined().await;
+    let (emu, real) = crate::support::real_apiserver::combined().await;
     let tag = "eso-real";
     real.delete_all("external-secrets.io", "v1", "externalsecrets", tag)
         .await;
@@ -910,7 +908,8 @@ async fn external_secrets_are_v1_on_the_real_server_and_reapply_writes_nothing()
 /// The upstream ExternalSecret CRD with other served versions (the emulator's own CRD
 /// handling, for clusters the shared real server cannot be).
 fn eso_crd_serving(versions: &[&str]) -> Value {
-    let mut crd = support::real_apiserver::upstream_crd("externalsecrets.external-secrets.io");
+    let mut crd =
+        crate::support::real_apiserver::upstream_crd("externalsecrets.external-secrets.io");
     let v1 = crd["spec"]["versions"][0].clone();
     crd["spec"]["versions"] = json!(
         versions
@@ -980,7 +979,7 @@ async fn a_list_that_answers_404_fails_the_plan_instead_of_reading_as_empty() {
     emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
     emu.put_object_as(
         "helm",
-        support::real_apiserver::upstream_crd("externalsecrets.external-secrets.io"),
+        crate::support::real_apiserver::upstream_crd("externalsecrets.external-secrets.io"),
     )
     .unwrap();
     let env = Env::with(emu, &format!("{}{ESO_SECRET}", fleet_yaml("", "")));
@@ -1015,7 +1014,7 @@ async fn a_list_that_answers_404_fails_the_plan_instead_of_reading_as_empty() {
 async fn a_server_that_does_not_serve_the_built_in_kinds_is_named_not_0_colon() {
     // drover pointed straight at the real apiextensions-apiserver: Namespaces,
     // ServiceAccounts, ... are 404 there.
-    let real = support::real_apiserver::RealApiServer::from_env();
+    let real = crate::support::real_apiserver::RealApiServer::from_env();
     let env = Env::new(&fleet_yaml("", "")).await;
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\n\
@@ -1034,7 +1033,7 @@ async fn a_server_that_does_not_serve_the_built_in_kinds_is_named_not_0_colon() 
 
 #[tokio::test]
 async fn arc_sets_carry_the_controller_version_and_their_labels_on_the_real_server() {
-    let (emu, real) = support::real_apiserver::combined().await;
+    let (emu, real) = crate::support::real_apiserver::combined().await;
     let tag = "arc-real";
     real.delete_all(
         "actions.github.com",
@@ -1059,7 +1058,7 @@ async fn arc_sets_carry_the_controller_version_and_their_labels_on_the_real_serv
     assert_eq!(report.failed.len(), 2, "{report:#?}");
     assert_eq!(report.failed[1].1.kind, "AutoscalingRunnerSet");
 
-    support::arc::install(&env.emu, "0.14.2");
+    crate::support::arc::install(&env.emu, "0.14.2");
     let (plan, report) = env.apply().await;
     assert!(report.is_success(), "{report:#?}\n{}", text(&plan));
     let (code, ars) = real
@@ -1162,7 +1161,7 @@ async fn a_set_at_max_is_admitted_under_its_quota_and_one_more_pod_is_not() {
 
 #[tokio::test]
 async fn dind_on_a_cluster_without_native_sidecars_is_an_error_finding() {
-    let emu = KubeEmulator::start_with(support::kube_emulator::EmulatorConfig {
+    let emu = KubeEmulator::start_with(crate::support::kube_emulator::EmulatorConfig {
         git_version: "v1.28.9".to_string(),
         ..Default::default()
     })

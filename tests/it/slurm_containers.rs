@@ -13,19 +13,17 @@
 //! (`slurm-<id>.out` in the site's scratch directory). Needs `scripts/slurm-testbed.sh up`
 //! and `eval "$(scripts/slurm-testbed.sh env)"`; a missing test bed fails the tests.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::slurm_bed::Bed;
 use drover::fleet::{LoadOptions, Validation, validate_dir};
 use drover::sites::slurm::cli::{CliConfig, CliDriver};
 use drover::sites::slurm::render::{RunnerTemplate, render};
 use drover::sites::slurm::{JobSpec, SlurmDriver};
 use drover::sites::{RunOptions, SiteContext};
-use support::slurm_bed::Bed;
 
 /// The generation whose root has Apptainer.
 const GENERATION: &str = "26.05";

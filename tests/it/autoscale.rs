@@ -8,26 +8,23 @@
 //! Needs `scripts/slurm-testbed.sh up` and its environment (`scripts/test.sh` does both);
 //! missing variables fail the tests.
 
-mod serve_support;
-mod support;
-
-use support::{fake_runner, fake_runner_in};
+use crate::support::{fake_runner, fake_runner_in};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::serve_support::{HOOK_SECRET, Running};
+use crate::support::github_emulator::objects::JobStatus;
+use crate::support::github_emulator::{Config, GithubEmulator};
+use crate::support::kube_emulator::{KubeEmulator, NodeBuilder};
+use crate::support::kubelet::Kubelet;
 use drover::autoscale::Settings;
 use drover::serve::LocalDir;
 use drover::sites::RunOptions;
 use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::slurm::{JobState, SlurmDriver};
 use serde_json::json;
-use serve_support::{HOOK_SECRET, Running};
-use support::github_emulator::objects::JobStatus;
-use support::github_emulator::{Config, GithubEmulator};
-use support::kube_emulator::{KubeEmulator, NodeBuilder};
-use support::kubelet::Kubelet;
 
 const PAT: &str = "ghp_autoscale_test_token";
 const LONG: Duration = Duration::from_secs(120);
@@ -351,7 +348,7 @@ spec:
     async fn serve(&self, poll: Duration, repositories: &[&str]) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = serve_support::config(RunOptions {
+        let mut config = crate::serve_support::config(RunOptions {
             kubeconfig: self.kube.as_ref().map(|k| k.kubeconfig.clone()),
             ..RunOptions::default()
         });
@@ -362,7 +359,7 @@ spec:
             refresh_interval: Duration::from_secs(1),
             ..Settings::default()
         });
-        let svc = serve_support::start_on(
+        let svc = crate::serve_support::start_on(
             listener,
             config,
             Box::new(LocalDir(self.dir.path().to_path_buf())),
@@ -439,7 +436,7 @@ spec:
 impl Drop for World {
     fn drop(&mut self) {
         for def in &self.sets {
-            let _ = support::slurm_bed::tool("scancel")
+            let _ = crate::support::slurm_bed::tool("scancel")
                 .args(["--name", &format!("drover-{}-{}", self.fleet, def.name)])
                 .env("SLURM_CONF", var("DROVER_SLURM_CONF"))
                 .status();
@@ -699,7 +696,7 @@ async fn github_errors_back_off_without_runaway_creation() {
     let svc = world.serve(Duration::from_secs(3600), &[]).await;
     let hook = format!("{}/webhook", svc.base);
     world.emu.set_webhook(&hook, HOOK_SECRET);
-    use support::github_emulator::Fault;
+    use crate::support::github_emulator::Fault;
     world.emu.inject(Fault::Server(502), 6);
     world
         .emu

@@ -2,12 +2,10 @@
 //! ordinary kubeconfig: render, plan (with terraform-style exit codes), apply, then an
 //! empty plan; and apply refusing to run unattended without `--yes`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::kube_emulator::KubeEmulator;
+use crate::support::kube_emulator::KubeEmulator;
 
 const FLEET: &str = "\
 apiVersion: drover.dev/v1alpha1
@@ -245,7 +243,7 @@ async fn drift_reports_out_of_band_changes_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_reports_jobs_no_runner_set_can_serve() {
-    use support::github_emulator::{Config, GithubEmulator};
+    use crate::support::github_emulator::{Config, GithubEmulator};
     let github = GithubEmulator::start(Config {
         pat: Some("ghp_cli_drift".into()),
         ..Config::default()

@@ -3,16 +3,14 @@
 //! Deployment), with quota admission in force; eks-prod's custom resources (External
 //! Secrets, ARC) on the real apiextensions-apiserver with the upstream CRDs.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::support::kube_emulator::{KubeEmulator, NodeBuilder};
 use drover::fleet::{FleetRepo, LoadOptions};
 use drover::plan::{ApplyReport, FindingSeverity, Plan, SitePlan};
 use drover::sites::{RunOptions, SiteContext, kubernetes};
 use serde_json::{Value, json};
-use support::kube_emulator::{KubeEmulator, NodeBuilder};
 
 const NS: &str = "gha-runners";
 
@@ -44,7 +42,7 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, emu.kubeconfig_yaml(context)).unwrap();
-        // Objects only: runner Pods need `drover serve`'s registry (tests/kubernetes_runners.rs).
+        // Objects only: runner Pods need `drover serve`'s registry (tests/it/kubernetes_runners.rs).
         let desired_runners: BTreeMap<String, u32> =
             repo.runner_sets.keys().map(|k| (k.clone(), 0)).collect();
         Site {
@@ -133,7 +131,7 @@ async fn the_example_fleet_applies_cleanly_and_reapplies_with_zero_writes() {
     let repo = repo();
 
     // eks-prod: 6 CPU nodes, ARC 0.14.2; its custom resources on the real server.
-    let (emu, real) = support::real_apiserver::combined().await;
+    let (emu, real) = crate::support::real_apiserver::combined().await;
     for (group, version, plural) in [
         ("external-secrets.io", "v1", "externalsecrets"),
         ("actions.github.com", "v1alpha1", "autoscalingrunnersets"),
@@ -146,7 +144,7 @@ async fn the_example_fleet_applies_cleanly_and_reapplies_with_zero_writes() {
                 .label("eks.amazonaws.com/nodegroup", "ci-cpu"),
         );
     }
-    support::arc::install(&emu, "0.14.2");
+    crate::support::arc::install(&emu, "0.14.2");
     let eks = Site::new("eks-prod", "eks-prod", emu, &repo);
 
     // onprem-mi300: 4 MI300X nodes, the ROCm device plugin ready.

@@ -3,14 +3,12 @@
 //! HMAC-verified and de-duplicated webhooks, the authenticated manual trigger, and a clean
 //! shutdown.
 
-mod serve_support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::serve_support::{HOOK_SECRET, Running, TRIGGER_TOKEN};
 use drover::serve::{self, LocalDir, webhook};
 use drover::sites::RunOptions;
-use serve_support::{HOOK_SECRET, Running, TRIGGER_TOKEN};
 
 const FLEET: &str = "apiVersion: drover.dev/v1alpha1\nkind: Fleet\nmetadata:\n  name: serve-test\nspec:\n  github:\n    tokenRef: gh\n---\napiVersion: drover.dev/v1alpha1\nkind: SecretRef\nmetadata:\n  name: gh\nspec:\n  env: {name: GH_TOKEN}\n---\napiVersion: drover.dev/v1alpha1\nkind: SecretRef\nmetadata:\n  name: jwt\nspec:\n  file: {path: /nonexistent/jwt}\n---\napiVersion: drover.dev/v1alpha1\nkind: Site\nmetadata:\n  name: hpc\nspec:\n  slurm:\n    rest: {url: \"http://127.0.0.1:9\", user: ci, tokenRef: jwt}\n    defaultPartition: cpu\n  timeoutSeconds: 2\n";
 
@@ -18,8 +16,8 @@ const FLEET: &str = "apiVersion: drover.dev/v1alpha1\nkind: Fleet\nmetadata:\n  
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn start(dir: &Path) -> Running {
-    let config = serve_support::config(RunOptions::default());
-    serve_support::start(config, Box::new(LocalDir(dir.to_path_buf()))).await
+    let config = crate::serve_support::config(RunOptions::default());
+    crate::serve_support::start(config, Box::new(LocalDir(dir.to_path_buf()))).await
 }
 
 fn write_fleet(dir: &Path, text: &str) {
@@ -214,11 +212,12 @@ async fn an_unobserved_site_shows_unknown_not_zero() {
     // The error quotes a JWT-shaped token (here in the kubeconfig's path, the error's one
     // input from outside the fleet): it must not reach /status or the page.
     let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjaS11c2VyIn0.c2lnbmF0dXJlLXZhbHVl";
-    let config = serve_support::config(RunOptions {
+    let config = crate::serve_support::config(RunOptions {
         kubeconfig: Some(format!("/nonexistent/{jwt}/kubeconfig").into()),
         ..RunOptions::default()
     });
-    let svc = serve_support::start(config, Box::new(LocalDir(dir.path().to_path_buf()))).await;
+    let svc =
+        crate::serve_support::start(config, Box::new(LocalDir(dir.path().to_path_buf()))).await;
     let status = svc
         .wait_for("the first reconcile", WAIT, |s| s["ready"] == true)
         .await;

@@ -5,16 +5,14 @@
 //! the older codecs keep a live test now that the newest version is preferred.
 //!
 //! Needs the test beds: `scripts/slurm-testbed.sh up`, then
-//! `eval "$(scripts/slurm-testbed.sh env)" && cargo nextest run --test slurm_rest`.
-
-mod support;
+//! `eval "$(scripts/slurm-testbed.sh env)" && cargo nextest run -E "test(/^slurm_rest::/)"`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::slurm_bed::Bed;
 use drover::sites::slurm::observe::{self, ObserveError};
 use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::slurm::{ApiVersion, Error, Job, JobSpec, JobState, Secret, SlurmDriver};
-use support::slurm_bed::Bed;
 
 /// Long enough for slurmrestd's own retries when slurmctld is down (~10 s per request,
 /// and a fault instance may be serving other tests' requests too).
