@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use super::config::{ScaleConfig, Scaling};
 use super::demand::{Demand, Effect, JobEvent};
+use super::error::Error;
 use super::matching::JobRequest;
 use super::metrics::{AutoscaleMetrics, CallLabels, SetLabels};
 use crate::credentials::Secret;
@@ -24,7 +25,9 @@ use crate::fleet::FleetRepo;
 use crate::fleet::model::GithubConnection;
 use crate::github::{self, GithubClient, GithubError, JitRequest as GithubJit, RetryPolicy, Scope};
 use crate::sites::kubernetes::site_cache::SiteCache;
-use crate::sites::runners::{RegisteredRunner, Removal, RunnerRegistry, set_of_runner};
+use crate::sites::runners::{
+    RegisteredRunner, RegistryError, Removal, RunnerRegistry, set_of_runner,
+};
 use crate::sites::slurm::jit::{JitGrant, JitRequest};
 
 /// Autoscaler settings (from `drover serve`'s config).
@@ -173,7 +176,7 @@ impl Autoscaler {
 
     /// Adopts a fleet revision: its scaled sets and GitHub connection. Demand and the
     /// runner book are kept. `Err` when the GitHub connection cannot be used.
-    pub fn configure(&self, revision: &str, repo: &FleetRepo) -> Result<(), String> {
+    pub fn configure(&self, revision: &str, repo: &FleetRepo) -> Result<(), Error> {
         {
             let mut inner = self.inner();
             if inner.revision.as_deref() != Some(revision) {
@@ -182,7 +185,7 @@ impl Autoscaler {
             }
         }
         let Some(fleet) = repo.fleet.as_ref() else {
-            return Err("the fleet has no Fleet document with a `github` connection".into());
+            return Err(Error::NoFleet);
         };
         let connection = &fleet.value.spec.github;
         let current = self
@@ -192,8 +195,7 @@ impl Autoscaler {
             .as_ref()
             .map(|(c, _)| c.clone());
         if current.as_ref() != Some(connection) {
-            let client = github::connect::client(repo, self.settings.retry.clone())
-                .map_err(|e| format!("GitHub connection: {e}"))?;
+            let client = github::connect::client(repo, self.settings.retry.clone())?;
             *self.client.write().unwrap_or_else(|e| e.into_inner()) =
                 Some((connection.clone(), Arc::new(client)));
         }
@@ -217,13 +219,13 @@ impl Autoscaler {
         inner.refreshed && inner.polled
     }
 
-    fn client(&self) -> Result<Arc<GithubClient>, String> {
+    fn client(&self) -> Result<Arc<GithubClient>, Error> {
         self.client
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|(_, c)| c.clone())
-            .ok_or_else(|| "no GitHub connection yet".to_string())
+            .ok_or(Error::NotConnected)
     }
 
     fn count<T>(&self, call: &str, result: &Result<T, GithubError>) {
@@ -313,7 +315,7 @@ impl Autoscaler {
     }
 
     /// Polls queued jobs of every repository in scope and repairs demand.
-    pub async fn poll_jobs(&self) -> Result<usize, String> {
+    pub async fn poll_jobs(&self) -> Result<usize, Error> {
         let client = self.client()?;
         let repos = {
             let inner = self.inner();
@@ -329,7 +331,7 @@ impl Autoscaler {
         let started = now_ms();
         let result = client.queued_jobs(&repos).await;
         self.count("queued_jobs", &result);
-        let jobs = result.map_err(|e| e.to_string())?;
+        let jobs = result?;
         let requests: Vec<JobRequest> = jobs
             .into_iter()
             .map(|j| JobRequest {
@@ -363,7 +365,7 @@ impl Autoscaler {
 
     /// Reads GitHub's runner list for every scope in use, then deregisters leftovers:
     /// drover runners offline, idle and with no live pod or job for the grace period.
-    pub async fn refresh_runners(&self) -> Result<(), String> {
+    pub async fn refresh_runners(&self) -> Result<(), Error> {
         let client = self.client()?;
         let config = self.inner().config.clone();
         let scopes: BTreeSet<Scope> = config.sets.values().map(|s| s.scope.clone()).collect();
@@ -371,7 +373,7 @@ impl Autoscaler {
         for scope in &scopes {
             let result = client.runners(scope).await;
             self.count("runners", &result);
-            for runner in result.map_err(|e| e.to_string())? {
+            for runner in result? {
                 let sets = config.sets.keys().map(String::as_str);
                 if let Some(set) = set_of_runner(&runner.name, &config.fleet, sets) {
                     listed.insert(runner.name.clone(), (set.to_string(), runner));
@@ -553,22 +555,22 @@ impl Autoscaler {
         Some((s.scope.clone(), s.group.clone(), s.labels.clone()))
     }
 
-    async fn group_id(&self, scope: &Scope, group: &str) -> Result<u64, String> {
+    async fn group_id(&self, scope: &Scope, group: &str) -> Result<u64, Error> {
         let key = (scope.clone(), group.to_ascii_lowercase());
         if let Some(id) = self.inner().groups.get(&key) {
             return Ok(*id);
         }
         let result = self.client()?.runner_group_id(scope, group).await;
         self.count("runner_groups", &result);
-        let id = result.map_err(|e| e.to_string())?;
+        let id = result?;
         self.inner().groups.insert(key, id);
         Ok(id)
     }
 
-    async fn jit(&self, set: &str, name: &str) -> Result<Secret, String> {
+    async fn jit(&self, set: &str, name: &str) -> Result<Secret, Error> {
         let (scope, group, labels) = self
             .set_config(set)
-            .ok_or_else(|| format!("runner set `{set}` is not scaled by drover"))?;
+            .ok_or_else(|| Error::NotScaled(set.to_owned()))?;
         let request = GithubJit {
             name: name.to_string(),
             runner_group_id: self.group_id(&scope, &group).await?,
@@ -597,12 +599,12 @@ impl Autoscaler {
             }
             Err(e) => {
                 self.metrics.failed_starts.get_or_create(&labels).inc();
-                Err(e.to_string())
+                Err(e.into())
             }
         }
     }
 
-    async fn deregister_named(&self, set: &str, name: &str) -> Result<Removal, String> {
+    async fn deregister_named(&self, set: &str, name: &str) -> Result<Removal, Error> {
         let Some((scope, _, _)) = self.set_config(set) else {
             return Ok(Removal::NotRegistered);
         };
@@ -626,27 +628,23 @@ impl Autoscaler {
                 }
                 Ok(Removal::Busy)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
 /// The queued jobs of `repos` (plus those of repository-scoped sets) that no runner set
 /// of the fleet can serve, read once from GitHub (`drover drift`).
-pub async fn unserved_jobs(repo: &FleetRepo, repos: &[String]) -> Result<Vec<UnservedJob>, String> {
+pub async fn unserved_jobs(repo: &FleetRepo, repos: &[String]) -> Result<Vec<UnservedJob>, Error> {
     let config = ScaleConfig::from_repo(repo);
     let repos = config.poll_repos(repos.iter());
     if repos.is_empty() {
-        return Err(
-            "no repositories to check (no repository-scoped runner set; pass --github-repo)".into(),
-        );
+        return Err(Error::NoRepositories);
     }
-    let client = github::connect::client(repo, RetryPolicy::default())
-        .map_err(|e| format!("GitHub connection: {e}"))?;
+    let client = github::connect::client(repo, RetryPolicy::default())?;
     let queued: Vec<JobRequest> = client
         .queued_jobs(&repos)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .map(|j| JobRequest {
             id: j.id,
@@ -685,26 +683,25 @@ impl RunnerRegistry for Autoscaler {
         &'a self,
         set: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Secret, String>> {
-        Box::pin(self.jit(set, name))
+    ) -> BoxFuture<'a, Result<Secret, RegistryError>> {
+        Box::pin(async move { Ok(self.jit(set, name).await?) })
     }
 
     fn deregister<'a>(
         &'a self,
         set: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Removal, String>> {
-        Box::pin(self.deregister_named(set, name))
+    ) -> BoxFuture<'a, Result<Removal, RegistryError>> {
+        Box::pin(async move { Ok(self.deregister_named(set, name).await?) })
     }
 
-    fn slurm_grant(&self, request: &JitRequest) -> Result<JitGrant, String> {
-        let url = self
-            .settings
-            .jit_url
-            .clone()
-            .ok_or("drover serve has no JIT URL (`autoscale.jitUrl`)")?;
+    fn slurm_grant(&self, request: &JitRequest) -> Result<JitGrant, RegistryError> {
+        let url = self.settings.jit_url.clone().ok_or_else(|| {
+            RegistryError::new("drover serve has no JIT URL (`autoscale.jitUrl`)")
+        })?;
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| RegistryError::new(format!("no randomness: {e}")))?;
         let token = hex::encode(bytes);
         self.grants
             .lock()

@@ -14,6 +14,7 @@ pub mod config;
 pub mod controller;
 pub mod decide;
 pub mod demand;
+pub mod error;
 pub mod labels;
 pub mod matching;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub use config::{ScaleConfig, Scaling, SetScaling};
 pub use controller::{Autoscaler, Settings};
 pub use decide::{Bound, Decision, ScaleInput, decide, pool_capacity};
+pub use error::Error;
 pub use labels::runner_labels;
 pub use matching::{
     JobRequest, MatchOutcome, SetCandidate, Unmatched, UnmatchedReason, match_jobs,

@@ -41,7 +41,7 @@ pub fn run(args: &DriftArgs) -> anyhow::Result<Exit> {
     let mut report = DriftReport::from_plan(&plan);
     match rt.block_on(unserved_jobs(&repo, &args.github_repos)) {
         Ok(jobs) => report.unserved = jobs,
-        Err(why) => report.jobs_unchecked = Some(why),
+        Err(why) => report.jobs_unchecked = Some(why.to_string()),
     }
     match args.format {
         PlanFormat::Text => print!("{}", report.text()),

@@ -401,7 +401,7 @@ impl Service {
                 .expect("status lock")
                 .autoscale
                 .get_or_insert_default()
-                .error = outcome.err();
+                .error = outcome.err().map(|e| e.to_string());
         }
         *self.good.lock().expect("good lock") = Some((snapshot.revision.clone(), Arc::new(repo)));
         let mut st = self.status.write().expect("status lock");

@@ -35,6 +35,19 @@ pub enum Removal {
     NotRegistered,
 }
 
+/// A [`RunnerRegistry`] call that failed. Its text says what happened and never holds a
+/// credential; the registry keeps the typed cause as its source.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct RegistryError(Box<dyn std::error::Error + Send + Sync>);
+
+impl RegistryError {
+    /// Wraps any error (or message) of a registry implementation.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(error.into())
+    }
+}
+
 /// Mints runner credentials and removes registrations; implemented by the autoscaler.
 pub trait RunnerRegistry: Send + Sync {
     /// GitHub's view of the runner named `name`, if it is registered.
@@ -46,7 +59,7 @@ pub trait RunnerRegistry: Send + Sync {
         &'a self,
         set: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Secret, String>>;
+    ) -> BoxFuture<'a, Result<Secret, RegistryError>>;
 
     /// Deletes the registration of runner `name` of `set`, so it can take no job; GitHub
     /// refuses while the runner is busy ([`Removal::Busy`]).
@@ -54,12 +67,12 @@ pub trait RunnerRegistry: Send + Sync {
         &'a self,
         set: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Removal, String>>;
+    ) -> BoxFuture<'a, Result<Removal, RegistryError>>;
 
     /// A one-time JIT grant for a Slurm runner job about to be submitted: the job fetches
     /// its config from drover's service when it starts. `Err` when this registry has no
     /// JIT endpoint (outside `drover serve`).
-    fn slurm_grant(&self, request: &JitRequest) -> Result<JitGrant, String>;
+    fn slurm_grant(&self, request: &JitRequest) -> Result<JitGrant, RegistryError>;
 }
 
 /// Prefix of every runner name of a runner set: `drover-<fleet>-<set>-`.

@@ -389,12 +389,15 @@ fn job_spec(
             "no JIT endpoint: the default runner command needs drover's JIT service (`drover serve`)"
                 .to_owned()
         })?;
-        let grant = registry.0.slurm_grant(&JitRequest {
-            site: ctx.name().to_owned(),
-            fleet: ctx.fleet_name().to_owned(),
-            runner_set: set.to_owned(),
-            slot,
-        })?;
+        let grant = registry
+            .0
+            .slurm_grant(&JitRequest {
+                site: ctx.name().to_owned(),
+                fleet: ctx.fleet_name().to_owned(),
+                runner_set: set.to_owned(),
+                slot,
+            })
+            .map_err(|e| e.to_string())?;
         spec.environment.insert(jit::URL_VAR.into(), grant.url);
         spec.environment
             .insert(jit::TOKEN_VAR.into(), grant.token.expose().to_owned());

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use drover::credentials::Secret;
 use drover::github::{GithubClient, GithubError, JitRequest, Scope};
-use drover::sites::runners::{RegisteredRunner, Removal, RunnerRegistry};
+use drover::sites::runners::{RegisteredRunner, RegistryError, Removal, RunnerRegistry};
 use drover::sites::slurm::jit::{JitGrant, JitRequest as SlurmJitRequest};
 use futures::future::BoxFuture;
 
@@ -73,13 +73,13 @@ impl RunnerRegistry for GithubRegistry {
         &'a self,
         set: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Secret, String>> {
+    ) -> BoxFuture<'a, Result<Secret, RegistryError>> {
         Box::pin(async move {
             let labels = self
                 .labels
                 .get(set)
                 .cloned()
-                .ok_or_else(|| format!("unknown runner set {set}"))?;
+                .ok_or_else(|| RegistryError::new(format!("unknown runner set {set}")))?;
             let request = JitRequest {
                 name: name.to_string(),
                 runner_group_id: 1,
@@ -90,7 +90,7 @@ impl RunnerRegistry for GithubRegistry {
                 .client
                 .generate_jitconfig(&self.scope, &request)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(RegistryError::new)?;
             self.minted.fetch_add(1, Ordering::SeqCst);
             self.seen.lock().unwrap().insert(
                 name.to_string(),
@@ -108,14 +108,14 @@ impl RunnerRegistry for GithubRegistry {
         &'a self,
         _set: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Removal, String>> {
+    ) -> BoxFuture<'a, Result<Removal, RegistryError>> {
         Box::pin(async move {
             self.deregistrations.fetch_add(1, Ordering::SeqCst);
             let listed = self
                 .client
                 .runners(&self.scope)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(RegistryError::new)?;
             let Some(runner) = listed.into_iter().find(|r| r.name == name) else {
                 self.seen.lock().unwrap().remove(name);
                 return Ok(Removal::NotRegistered);
@@ -127,12 +127,12 @@ impl RunnerRegistry for GithubRegistry {
                 }
                 Ok(false) => Ok(Removal::NotRegistered),
                 Err(GithubError::Status { status: 422, .. }) => Ok(Removal::Busy),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(RegistryError::new(e)),
             }
         })
     }
 
-    fn slurm_grant(&self, _request: &SlurmJitRequest) -> Result<JitGrant, String> {
-        Err("this test registry has no JIT endpoint".into())
+    fn slurm_grant(&self, _request: &SlurmJitRequest) -> Result<JitGrant, RegistryError> {
+        Err(RegistryError::new("this test registry has no JIT endpoint"))
     }
 }
