@@ -9,7 +9,7 @@ use drover::reconcile;
 
 use super::Exit;
 use super::fleet_arg::{FleetArgs, load_valid, runtime};
-use super::plan::{PlanFormat, format_plan};
+use super::plan_args::{PlanFormat, format_plan};
 
 /// Arguments of `drover apply`.
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use drover::reconcile;
 
 use super::Exit;
 use super::fleet_arg::{FleetArgs, load_valid, runtime};
-use super::plan::PlanFormat;
+use super::plan_args::PlanFormat;
 
 /// Arguments of `drover drift`.
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod apply;
 mod drift;
 mod fleet_arg;
 mod plan;
+mod plan_args;
 mod pr_plan;
 mod reconcile;
 mod render;
@@ -101,7 +102,7 @@ pub enum Command {
     /// findings. Exit 0, or with --detailed-exitcode 0 no changes / 2 changes; 1 on errors.
     /// With --pr, plan a fleet-repo pull request and report it there (one comment, a check
     /// run); never applies.
-    Plan(plan::PlanArgs),
+    Plan(plan_args::PlanArgs),
     /// Plan each site, then apply: server-side apply on Kubernetes, job submission and
     /// cancellation on Slurm. Exit 0 applied, 1 a change failed or a site was refused.
     Apply(apply::ApplyArgs),

@@ -5,9 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use clap::Args;
 use drover::credentials::Secret;
 use drover::fleet::{self, FleetRepo, LoadOptions};
 use drover::github::pulls::{CheckRun, Reported};
@@ -21,43 +20,13 @@ use drover::redact::Redactor;
 
 use super::Exit;
 use super::fleet_arg::runtime;
-use super::plan::{PlanArgs, exit_for, format_plan};
+use super::plan_args::{PlanArgs, PrArgs, exit_for, format_plan};
 
 /// Name of the check run (and commit status context).
 const CHECK_NAME: &str = "drover plan";
 /// GitHub's limit on a job summary is 1 MiB (bytes); this many characters stay below it
 /// even with some multi-byte text.
 const STEP_SUMMARY_LIMIT: usize = 500_000;
-
-/// Options of `drover plan --pr`.
-#[derive(Debug, Args)]
-pub struct PrArgs {
-    /// Plan a pull request of the fleet repo: post (or update) one sticky comment, set a
-    /// check run with annotations, write $GITHUB_STEP_SUMMARY. Never applies. Without N the
-    /// pull request comes from $GITHUB_EVENT_PATH (GitHub Actions); put DIR before `--pr`.
-    /// The token is read from $GITHUB_TOKEN.
-    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0", help_heading = "Pull requests")]
-    pub pr: Option<u64>,
-    /// The repository of `--pr N` (default: $GITHUB_REPOSITORY). With the event payload,
-    /// the payload's base repository is used.
-    #[arg(long, value_name = "OWNER/NAME", help_heading = "Pull requests")]
-    pub repo: Option<String>,
-    /// A checkout of the fleet at the base branch. Site connections and the SecretRefs they
-    /// use are read from it, never from the pull request; sites without credentials are
-    /// planned against it (offline). Without it every site is planned offline as new.
-    #[arg(long, value_name = "DIR", help_heading = "Pull requests")]
-    pub base_dir: Option<PathBuf>,
-    /// Plan every site offline (the pull request against the base branch), even when
-    /// credentials are present.
-    #[arg(long, help_heading = "Pull requests")]
-    pub offline: bool,
-    /// The GitHub API root (default: $GITHUB_API_URL, else https://api.github.com).
-    #[arg(long, value_name = "URL", help_heading = "Pull requests")]
-    pub github_api: Option<String>,
-    /// Also write the full plan (markdown) to FILE, e.g. to upload as an artifact.
-    #[arg(long, value_name = "FILE", help_heading = "Pull requests")]
-    pub summary_out: Option<PathBuf>,
-}
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())

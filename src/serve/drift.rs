@@ -582,7 +582,7 @@ impl Service {
             name.to_string(),
             DriftStatus {
                 policy,
-                checked_at: super::status::now(),
+                checked_at: super::clock::now(),
                 duration_ms: took.as_millis() as u64,
                 outcome: outcome.into(),
                 drifted: left.has_drift(),
@@ -654,7 +654,7 @@ impl Service {
         st.drift_issues = Some(IssuesStatus {
             repo: cfg.repo.clone(),
             label: cfg.label().to_string(),
-            last_sync: Some(super::status::now()),
+            last_sync: Some(super::clock::now()),
             error: result.err(),
         });
     }
@@ -774,9 +774,14 @@ impl Service {
     }
 }
 
-/// The drift section of the status page: one row per site with its last check and issue.
-pub fn render_section(out: &mut String, status: &super::status::Status) {
-    if status.drift.is_empty() && status.drift_issues.is_none() {
+/// The drift section of the status page: one row per site (`drift`) with its last check
+/// and issue, after the issue sync's state (`issues`).
+pub fn render_section(
+    out: &mut String,
+    drift: &BTreeMap<String, DriftStatus>,
+    issues: Option<&IssuesStatus>,
+) {
+    if drift.is_empty() && issues.is_none() {
         return;
     }
     let esc = |s: &str| {
@@ -786,7 +791,7 @@ pub fn render_section(out: &mut String, status: &super::status::Status) {
             .replace('"', "&quot;")
     };
     out.push_str("<h2>Drift</h2>");
-    if let Some(issues) = &status.drift_issues {
+    if let Some(issues) = issues {
         let _ = write!(
             out,
             "<p>Drift issues in <code>{}</code> (label <code>{}</code>)",
@@ -806,7 +811,7 @@ pub fn render_section(out: &mut String, status: &super::status::Status) {
         "<table class=\"drift\"><thead><tr><th>Site</th><th>Policy</th><th>Last check</th><th>Changed</th>\
          <th>Missing</th><th>Undeclared</th><th>Runners below min</th><th>Healed</th><th>Issue</th></tr></thead><tbody>",
     );
-    for (name, d) in &status.drift {
+    for (name, d) in drift {
         let class = match d.outcome.as_str() {
             "failed" => "bad",
             _ if d.drifted => "warn",
@@ -1073,10 +1078,10 @@ mod tests {
 
     #[test]
     fn the_page_section_shows_drift_and_the_issue() {
-        let mut status = super::super::status::Status::default();
+        let mut sites = BTreeMap::new();
         let mut report = drift("lab", "-a\n+b\n");
         report.below_min.insert("gpu<x>".into(), 2);
-        status.drift.insert(
+        sites.insert(
             "lab".into(),
             DriftStatus {
                 policy: DriftPolicy::Report,
@@ -1094,14 +1099,14 @@ mod tests {
                 }),
             },
         );
-        status.drift_issues = Some(IssuesStatus {
+        let issues = Some(IssuesStatus {
             repo: "o/r".into(),
             label: "drover-drift".into(),
             last_sync: Some(1),
             error: Some("GitHub GET /x: HTTP 502".into()),
         });
         let mut out = String::new();
-        render_section(&mut out, &status);
+        render_section(&mut out, &sites, issues.as_ref());
         assert!(
             out.contains(
                 "<tr class=\"warn\"><td><b>lab</b></td><td>report</td><td><b>drifted</b></td>"
@@ -1118,7 +1123,7 @@ mod tests {
             "{out}"
         );
         let mut empty = String::new();
-        render_section(&mut empty, &super::super::status::Status::default());
+        render_section(&mut empty, &BTreeMap::new(), None);
         assert!(empty.is_empty(), "no section before any check");
     }
 

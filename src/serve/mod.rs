@@ -10,6 +10,7 @@
 
 pub mod autoscale;
 pub mod client;
+mod clock;
 pub mod config;
 pub mod drift;
 pub mod http;
@@ -347,7 +348,7 @@ impl Service {
         {
             let mut st = self.status.write().expect("status lock");
             st.source.fetch_error = None;
-            st.source.last_fetch = Some(status::now());
+            st.source.last_fetch = Some(clock::now());
             st.source.fetched_revision = Some(snapshot.revision.clone());
         }
         let seen = {

@@ -22,7 +22,7 @@ fn short(rev: Option<&str>) -> String {
 }
 
 fn ago(then: u64) -> String {
-    let secs = super::status::now().saturating_sub(then);
+    let secs = super::clock::now().saturating_sub(then);
     match secs {
         0..60 => format!("{secs}s ago"),
         60..3600 => format!("{}m ago", secs / 60),
@@ -77,7 +77,7 @@ pub fn render(status: &Status) -> String {
     }
     out.push_str("</section>");
     sites_table(&mut out, status);
-    super::drift::render_section(&mut out, status);
+    super::drift::render_section(&mut out, &status.drift, status.drift_issues.as_ref());
     if let Some(autoscale) = &status.autoscale {
         autoscale_table(&mut out, autoscale);
     }

@@ -3,19 +3,11 @@
 //! rendered as the status page.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::plan::{Action, ApplyReport, Counts, Finding, SiteKind, SitePlan};
 use crate::runners::RunnerId;
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The whole service status.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -115,7 +107,7 @@ impl SiteStatus {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
             revision,
-            last_reconcile: now(),
+            last_reconcile: super::clock::now(),
             duration_ms,
             outcome: outcome.to_string(),
             error: plan.error.clone(),
