@@ -163,6 +163,25 @@ fn lock(table: &SharedTable) -> std::sync::MutexGuard<'_, Table> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Connections the kernel queues for `accept` (`listen(2)` backlog; Linux caps it at
+/// `net.core.somaxconn`). A plain bind queues 128: a burst beyond that has its SYNs dropped
+/// and retried a second later by each client, so a webhook storm is served at about 128
+/// connections a second however fast drover accepts.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the service's listening socket at `addr` with [`LISTEN_BACKLOG`] (and
+/// `SO_REUSEADDR`, so a restarted service binds while old connections linger).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` until `stop` turns true, then stops accepting, lets
 /// in-flight requests finish for up to [`Limits::drain_timeout`], and returns.
 pub async fn serve(

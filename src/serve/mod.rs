@@ -664,7 +664,7 @@ pub async fn run(
     triggers: mpsc::Receiver<Trigger>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(service.config.listen).await?;
+    let listener = listener::bind(service.config.listen)?;
     run_with_listener(service, triggers, listener, shutdown).await
 }
 

@@ -43,8 +43,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `drover serve` on a one-file fleet, with its soft open-files limit set to 1,024.
-fn start_server(dir: &std::path::Path, port: u16) -> Child {
+/// `drover serve` on a one-file fleet, with its open-files limit set to `open_files`.
+fn start_server(dir: &std::path::Path, port: u16, open_files: u64) -> Child {
     std::fs::write(
         dir.join("fleet.yaml"),
         "apiVersion: drover.dev/v1alpha1\nkind: Fleet\nmetadata: {name: flood}\n\
@@ -61,10 +61,10 @@ fn start_server(dir: &std::path::Path, port: u16) -> Child {
         .stderr(Stdio::null());
     // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let limit = libc::rlimit {
-                rlim_cur: 1_024,
-                rlim_max: 1_024,
+                rlim_cur: open_files,
+                rlim_max: open_files,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -112,7 +112,7 @@ fn healthz_answers_under_a_flood_of_half_open_and_slowloris_clients() {
     raise_own_limit();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = start_server(dir.path(), port);
+    let mut server = start_server(dir.path(), port, 1_024);
     wait_until_up(port);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -187,4 +187,60 @@ fn healthz_answers_under_a_flood_of_half_open_and_slowloris_clients() {
     assert!(server.try_wait().unwrap().is_none(), "serve exited");
     server.kill().unwrap();
     let _ = server.wait();
+}
+
+/// `LimitNOFILE` of the systemd unit in deploy/.
+fn unit_open_files_limit() -> u64 {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/systemd/drover.service"
+    ))
+    .unwrap();
+    unit.lines()
+        .find_map(|l| l.trim().strip_prefix("LimitNOFILE="))
+        .expect("the unit sets LimitNOFILE")
+        .parse()
+        .expect("LimitNOFILE is a number")
+}
+
+/// Opens `n` connections that send nothing, waits, and counts those the server kept open.
+fn kept_of_waiting_clients(port: u16, n: usize) -> usize {
+    let held: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    // Well inside the 10 s header timeout: only making room closes a connection here.
+    std::thread::sleep(Duration::from_secs(3));
+    held.iter()
+        .filter(|s| {
+            matches!(s.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count()
+}
+
+/// Under the systemd unit's `LimitNOFILE`, 2,000 clients waiting at once all keep their
+/// connection; under the common default of 1,024 the server has to close some for room.
+#[test]
+fn the_units_open_files_limit_holds_two_thousand_waiting_clients() {
+    raise_own_limit();
+    let limit = unit_open_files_limit();
+    for (open_files, all_kept) in [(limit, true), (1_024, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut server = start_server(dir.path(), port, open_files);
+        wait_until_up(port);
+        let kept = kept_of_waiting_clients(port, HALF_OPEN);
+        assert_eq!(
+            kept == HALF_OPEN,
+            all_kept,
+            "with {open_files} open files the server kept {kept} of {HALF_OPEN} waiting clients"
+        );
+        let line = healthz(port, Duration::from_secs(5)).expect("/healthz");
+        assert!(line.contains("200"), "{line}");
+        server.kill().unwrap();
+        let _ = server.wait();
+    }
 }
