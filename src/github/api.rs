@@ -255,14 +255,6 @@ impl GithubClient {
         Ok(out)
     }
 
-    /// One job's status (`queued`, `in_progress`, `completed`, ...), for reconciling
-    /// webhook state.
-    pub async fn job_status(&self, repo: &str, job_id: u64) -> Result<String, GithubError> {
-        let path = format!("/repos/{repo}/actions/jobs/{job_id}");
-        let (body, _) = self.get_cached(&path).await?;
-        Ok(body["status"].as_str().unwrap_or_default().to_string())
-    }
-
     /// Registers a JIT runner and returns its config.
     pub async fn generate_jitconfig(
         &self,
