@@ -1,9 +1,13 @@
 //! Runners as drover plans them: which runner of which runner set a plan line is about.
 //!
+//! A runner has two names, each built and taken apart here and nowhere else: its GitHub
+//! name ([`runner_name`], `drover-<fleet>-<set>-<suffix>`) and its plan target.
+//!
 //! A runner's plan target is named `<set>#<slot>` ([`RunnerId`]): on Slurm the slot is the
 //! job's slot number, and a Kubernetes runner Pod about to be created is `<set>#new-<n>`.
-//! That name is built and taken apart here and nowhere else.
 
 mod id;
+mod name;
 
 pub use id::{ParseRunnerIdError, RunnerId, Slot};
+pub use name::{runner_name, runner_prefix, set_of_runner};

@@ -215,7 +215,7 @@ fn explain_scaling(ctx: &SiteContext<'_>, plan: &mut SitePlan) {
             .as_ref()
             .map(|id| id.set.as_str())
             .filter(|set| sets.contains(set))
-            .or_else(|| runners::set_of_runner(name, fleet, sets.iter().copied()));
+            .or_else(|| crate::runners::set_of_runner(name, fleet, sets.iter().copied()));
         if let Some(note) = set.and_then(|s| ctx.options.scale_notes.get(s)) {
             reason.push_str("; autoscaler: ");
             reason.push_str(note);

@@ -29,8 +29,9 @@ use serde_json::{Value, json};
 
 use super::render::{COMPONENT_LABEL, Rendered};
 use crate::plan::{Action, Change, Finding, FindingSeverity, Target};
+use crate::runners::runner_name;
 use crate::runners::{RunnerId, Slot};
-use crate::sites::runners::{RegisteredRunner, runner_name};
+use crate::sites::runners::RegisteredRunner;
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL};
 
 /// Target kind of runner Pods in plans.

@@ -153,7 +153,7 @@ pub struct Runner {
 impl Runner {
     /// The GitHub runner name of this job's runner: `drover-<fleet>-<set>-j<job id>`.
     pub fn runner_name(&self) -> String {
-        crate::sites::runners::runner_name(
+        crate::runners::runner_name(
             &self.identity.fleet,
             &self.identity.set,
             &format!("j{}", self.id),
