@@ -4,9 +4,7 @@
 //! any implementation.
 //!
 //! Runner names carry drover's ownership: `drover-<fleet>-<set>-<suffix>` (see
-//! [`crate::runners::runner_name`]). On Kubernetes the runner's Pod has the same name; on Slurm the suffix is
-//! `j<job id>`. A GitHub runner whose name does not parse as one of the fleet's is never
-//! touched.
+//! [`crate::runners::runner_name`]).
 
 use futures::future::BoxFuture;
 
