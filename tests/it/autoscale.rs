@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::serve_support::{HOOK_SECRET, Running};
+use crate::serve_support::{HOOK_SECRET, Running, slurm_rest_site};
 use crate::support::github_emulator::objects::JobStatus;
 use crate::support::github_emulator::{Config, GithubEmulator};
 use crate::support::kube_emulator::{KubeEmulator, NodeBuilder};
@@ -243,27 +243,7 @@ apiVersion: drover.dev/v1alpha1
 kind: SecretRef
 metadata: {{name: gh}}
 spec: {{file: {{path: "{dir}/gh.token"}}}}
----
-apiVersion: drover.dev/v1alpha1
-kind: SecretRef
-metadata: {{name: slurm-jwt}}
-spec: {{file: {{path: "{dir}/slurm.jwt"}}}}
----
-apiVersion: drover.dev/v1alpha1
-kind: Site
-metadata: {{name: bed}}
-spec:
-  slurm:
-    rest: {{url: "{url}", user: {user}, tokenRef: slurm-jwt}}
-    defaultPartition: cpu
-    scratchDir: "{scratch}"
-  timeoutSeconds: 20
----
-apiVersion: drover.dev/v1alpha1
-kind: NodePool
-metadata: {{name: cpu}}
-spec: {{site: bed, nodeCount: 1, slurm: {{partition: cpu}}}}
----
+{slurm}---
 apiVersion: drover.dev/v1alpha1
 kind: NodePool
 metadata: {{name: gpu}}
@@ -275,9 +255,12 @@ spec:
 "#,
             gh = emu.url,
             dir = dir.path().display(),
-            url = var("DROVER_SLURM_REST_URL"),
-            user = var("DROVER_SLURM_USER"),
-            scratch = scratch.path().display(),
+            slurm = slurm_rest_site(
+                "bed",
+                "cpu",
+                &format!("{}/slurm.jwt", dir.path().display()),
+                &scratch.path().display().to_string()
+            ),
         );
         let kube = if sets.iter().any(|d| d.site == "lab") {
             yaml.push_str(KUBE_SITE);

@@ -17,7 +17,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::serve_support::{Running, config, eventually, kube_site, start, unique};
+use crate::serve_support::{
+    Running, config, eventually, kube_site, slurm_rest_site, start, unique,
+};
 use crate::support::github_emulator::{self, GithubEmulator};
 use crate::support::kube_emulator::{KubeEmulator, NodeBuilder};
 use drover::serve::LocalDir;
@@ -102,27 +104,7 @@ apiVersion: drover.dev/v1alpha1
 kind: SecretRef
 metadata: {{name: gh}}
 spec: {{file: {{path: "{gh_token}"}}}}
----
-apiVersion: drover.dev/v1alpha1
-kind: SecretRef
-metadata: {{name: slurm-jwt}}
-spec: {{file: {{path: "{jwt}"}}}}
----
-apiVersion: drover.dev/v1alpha1
-kind: Site
-metadata: {{name: hpc}}
-spec:
-  slurm:
-    rest: {{url: "{url}", user: {user}, tokenRef: slurm-jwt}}
-    defaultPartition: cpu
-    scratchDir: "{scratch}"
-  timeoutSeconds: 20
----
-apiVersion: drover.dev/v1alpha1
-kind: NodePool
-metadata: {{name: hpc-cpu}}
-spec: {{site: hpc, nodeCount: 1, slurm: {{partition: cpu}}}}
----
+{slurm}---
 apiVersion: drover.dev/v1alpha1
 kind: RunnerSet
 metadata: {{name: hpc-runner}}
@@ -139,10 +121,7 @@ spec:
             name = self.name,
             gh = self.github.url,
             gh_token = path("gh-token"),
-            jwt = path("slurm.jwt"),
-            scratch = path("scratch"),
-            url = var("DROVER_SLURM_REST_URL"),
-            user = var("DROVER_SLURM_USER"),
+            slurm = slurm_rest_site("hpc", "hpc-cpu", &path("slurm.jwt"), &path("scratch")),
         ) + &kube_site("lab", CONTEXT, NS, 2, "2.321.0");
         std::fs::write(self.dir.join("fleet.yaml"), yaml).unwrap();
     }

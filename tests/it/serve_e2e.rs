@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::serve_support::{
-    HOOK_SECRET, config, eventually, fleet_header, kube_site, start, unique,
+    HOOK_SECRET, config, eventually, fleet_header, kube_site, slurm_rest_site, start, unique,
 };
 use crate::support::git_server::{Fixture, HttpGitServer, free_port};
 use crate::support::kube_emulator::{KubeEmulator, RequestFilter};
@@ -85,27 +85,7 @@ impl World {
         fleet_header(&self.name)
             + &kube_site("lab", CONTEXT, NS, 2, tag)
             + &format!(
-                r#"---
-apiVersion: drover.dev/v1alpha1
-kind: SecretRef
-metadata: {{name: slurm-jwt}}
-spec: {{file: {{path: "{token}"}}}}
----
-apiVersion: drover.dev/v1alpha1
-kind: Site
-metadata: {{name: hpc}}
-spec:
-  slurm:
-    rest: {{url: "{url}", user: {user}, tokenRef: slurm-jwt}}
-    defaultPartition: cpu
-    scratchDir: "{scratch}"
-  timeoutSeconds: 20
----
-apiVersion: drover.dev/v1alpha1
-kind: NodePool
-metadata: {{name: hpc-cpu}}
-spec: {{site: hpc, nodeCount: 1, slurm: {{partition: cpu}}}}
----
+                r#"{slurm}---
 apiVersion: drover.dev/v1alpha1
 kind: RunnerSet
 metadata: {{name: hpc-runner}}
@@ -119,10 +99,12 @@ spec:
   command: [sleep, "300"]
   timeLimitMinutes: 10
 "#,
-                token = token.display(),
-                scratch = scratch.display(),
-                url = var("DROVER_SLURM_REST_URL"),
-                user = var("DROVER_SLURM_USER"),
+                slurm = slurm_rest_site(
+                    "hpc",
+                    "hpc-cpu",
+                    &token.display().to_string(),
+                    &scratch.display().to_string()
+                ),
             )
     }
 

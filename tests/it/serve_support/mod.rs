@@ -188,6 +188,42 @@ spec: {{env: {{name: DROVER_TEST_UNUSED_GITHUB_TOKEN}}}}
     )
 }
 
+/// The Slurm test bed as site `site` (the REST driver, as `$DROVER_SLURM_USER` at
+/// `$DROVER_SLURM_REST_URL`, its token read from `jwt`) with scratch directory `scratch`, and
+/// its `cpu` partition as pool `pool`: the `slurm-jwt` SecretRef, the Site and the NodePool.
+pub fn slurm_rest_site(site: &str, pool: &str, jwt: &str, scratch: &str) -> String {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run `eval \"$(scripts/slurm-testbed.sh env)\"`")
+        })
+    };
+    format!(
+        r#"---
+apiVersion: drover.dev/v1alpha1
+kind: SecretRef
+metadata: {{name: slurm-jwt}}
+spec: {{file: {{path: "{jwt}"}}}}
+---
+apiVersion: drover.dev/v1alpha1
+kind: Site
+metadata: {{name: {site}}}
+spec:
+  slurm:
+    rest: {{url: "{url}", user: {user}, tokenRef: slurm-jwt}}
+    defaultPartition: cpu
+    scratchDir: "{scratch}"
+  timeoutSeconds: 20
+---
+apiVersion: drover.dev/v1alpha1
+kind: NodePool
+metadata: {{name: {pool}}}
+spec: {{site: {site}, nodeCount: 1, slurm: {{partition: cpu}}}}
+"#,
+        url = var("DROVER_SLURM_REST_URL"),
+        user = var("DROVER_SLURM_USER"),
+    )
+}
+
 /// A Kubernetes site `site` (kubeconfig context `context`, namespace `namespace`) with a
 /// pool `<site>-pool` and `sets` runner sets `<site>-set-<i>` whose image tag is `tag`.
 pub fn kube_site(site: &str, context: &str, namespace: &str, sets: usize, tag: &str) -> String {
