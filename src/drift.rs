@@ -294,6 +294,7 @@ mod tests {
             },
             diff: diff.map(str::to_string),
             reason: None,
+            runner: None,
         }
     }
 

@@ -7,6 +7,9 @@
 
 pub mod diff;
 pub mod render;
+mod runner;
+
+pub use runner::{LiveState, RunnerChange, RunnerReason};
 
 use serde::Serialize;
 
@@ -201,6 +204,9 @@ pub struct Change {
     /// Why, in a few words (e.g. "no longer declared", "scale down: pending job").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a runner, what the change does, typed (never shown; `reason` is its text).
+    #[serde(skip)]
+    pub runner: Option<RunnerChange>,
 }
 
 /// How serious a finding is.

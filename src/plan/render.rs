@@ -336,6 +336,7 @@ mod tests {
             },
             diff: Some(crate::plan::diff::unified("a: 1\n", "a: 2\n")),
             reason: None,
+            runner: None,
         });
         site.changes.push(Change {
             action: Action::Unchanged,
@@ -346,6 +347,7 @@ mod tests {
             },
             diff: None,
             reason: None,
+            runner: None,
         });
         site.findings.push(Finding::new(
             FindingSeverity::Error,

@@ -279,18 +279,21 @@ pub fn offline_site(pr: &FleetRepo, base: &FleetRepo, name: &str) -> SitePlan {
                 target: target(key),
                 diff: Some(relabel(normalize::diff(&Value::Null, new))),
                 reason: None,
+                runner: None,
             },
             Some(old) if old == new => Change {
                 action: Action::Unchanged,
                 target: target(key),
                 diff: None,
                 reason: None,
+                runner: None,
             },
             Some(old) => Change {
                 action: Action::Update,
                 target: target(key),
                 diff: Some(relabel(normalize::diff(old, new))),
                 reason: None,
+                runner: None,
             },
         };
         plan.changes.push(change);
@@ -306,6 +309,7 @@ pub fn offline_site(pr: &FleetRepo, base: &FleetRepo, name: &str) -> SitePlan {
             target: target(key),
             diff: Some(relabel(normalize::diff(old, &Value::Null))),
             reason: Some(reason.into()),
+            runner: None,
         });
     }
     plan.findings = rendered_findings(pr, name);

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::Service;
 use crate::autoscale::Autoscaler;
 use crate::fleet::FleetRepo;
-use crate::plan::Action;
+use crate::plan::{Action, RunnerReason};
 use crate::runners::RunnerId;
 use crate::sites::{Registry, RunOptions, SiteContext};
 
@@ -185,9 +185,8 @@ pub fn count_failed_starts(autoscaler: &Autoscaler, plan: &crate::plan::SitePlan
     for change in &plan.changes {
         let timed_out = change.action == Action::Delete
             && change
-                .reason
-                .as_deref()
-                .is_some_and(|r| r.contains("start deadline"));
+                .runner
+                .is_some_and(|r| r.reason == RunnerReason::StartTimeout);
         if let Some(id) = RunnerId::of_target(&change.target).filter(|_| timed_out) {
             autoscaler.failed_start(&id.set);
         }

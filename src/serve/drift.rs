@@ -1052,6 +1052,7 @@ mod tests {
             },
             diff: None,
             reason: None,
+            runner: None,
         };
         let mut plan = SitePlan::new("hpc", SiteKind::Slurm, SitePolicy::Apply);
         plan.changes = vec![

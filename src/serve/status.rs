@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::plan::{Action, ApplyReport, Counts, Finding, SiteKind, SitePlan};
+use crate::plan::{
+    Action, ApplyReport, Counts, Finding, LiveState, RunnerReason, SiteKind, SitePlan,
+};
 use crate::runners::RunnerId;
 
 /// The whole service status.
@@ -153,16 +155,15 @@ pub fn runner_states(
         let Some(RunnerId { set, .. }) = RunnerId::of_target(&change.target) else {
             continue;
         };
-        let reason = change.reason.as_deref().unwrap_or_default();
+        let runner = change.runner;
         let state = match change.action {
             Action::Create if applied(Action::Create, &change.target) => "pending",
             Action::Create => "missing",
             Action::Delete if applied(Action::Delete, &change.target) => continue,
-            _ if reason.starts_with("release held") => "held",
-            _ => ["pending", "running", "completing"]
-                .into_iter()
-                .find(|s| reason.contains(&format!("{s} job")))
-                .unwrap_or("unknown"),
+            _ if runner.is_some_and(|r| r.reason == RunnerReason::ReleaseHeld) => "held",
+            _ => runner
+                .and_then(|r| r.state)
+                .map_or("unknown", LiveState::as_str),
         };
         *out.entry(set.to_string())
             .or_default()
@@ -176,9 +177,16 @@ pub fn runner_states(
 mod tests {
     use super::*;
     use crate::fleet::model::SitePolicy;
-    use crate::plan::{Change, Target};
+    use crate::plan::{Change, RunnerChange, Target};
+    use LiveState::{Pending, Running};
+    use RunnerReason::{Kept, ReleaseHeld, ScaleDown, ScaleUp};
 
-    fn change(action: Action, name: &str, reason: &str) -> Change {
+    fn change(
+        action: Action,
+        name: &str,
+        reason: RunnerReason,
+        state: Option<LiveState>,
+    ) -> Change {
         Change {
             action,
             target: Target {
@@ -187,7 +195,8 @@ mod tests {
                 name: name.into(),
             },
             diff: None,
-            reason: Some(reason.into()),
+            reason: None,
+            runner: Some(RunnerChange { reason, state }),
         }
     }
 
@@ -195,16 +204,12 @@ mod tests {
     fn runner_states_follow_plan_lines_and_the_apply_report() {
         let mut plan = SitePlan::new("hpc", SiteKind::Slurm, SitePolicy::Apply);
         plan.changes = vec![
-            change(Action::Unchanged, "a#1", "running job 7"),
-            change(Action::Unchanged, "a#2", "pending job 8"),
-            change(
-                Action::Update,
-                "a#3",
-                "release held job 9 (left by an interrupted apply)",
-            ),
-            change(Action::Delete, "a#4", "scale down: pending job 10"),
-            change(Action::Create, "b#1", "scale up"),
-            change(Action::Create, "b#2", "scale up"),
+            change(Action::Unchanged, "a#1", Kept, Some(Running)),
+            change(Action::Unchanged, "a#2", Kept, Some(Pending)),
+            change(Action::Update, "a#3", ReleaseHeld, Some(Pending)),
+            change(Action::Delete, "a#4", ScaleDown, Some(Pending)),
+            change(Action::Create, "b#1", ScaleUp, None),
+            change(Action::Create, "b#2", ScaleUp, None),
         ];
         let planned = runner_states(&plan, None);
         assert_eq!(planned["a"]["running"], 1);

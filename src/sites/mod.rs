@@ -203,12 +203,12 @@ fn explain_scaling(ctx: &SiteContext<'_>, plan: &mut SitePlan) {
     let sets = ctx.options.scale_notes.keys().map(String::as_str);
     let sets: Vec<&str> = sets.collect();
     for change in &mut plan.changes {
+        if !change.runner.is_some_and(|r| r.reason.is_scaling()) {
+            continue;
+        }
         let Some(reason) = change.reason.as_mut() else {
             continue;
         };
-        if !reason.starts_with("scale ") {
-            continue;
-        }
         let name = &change.target.name;
         let id = RunnerId::of_target(&change.target);
         let set = id

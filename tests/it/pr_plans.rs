@@ -691,18 +691,21 @@ fn sample_report_parts() -> (PrContext, Plan, BTreeMap<String, SiteMode>) {
                 .into(),
         ),
         reason: None,
+        runner: None,
     });
     eks.changes.push(Change {
         action: Action::Create,
         target: target("PodTemplate", Some("gha-runners"), "cpu-huge"),
         diff: Some("--- live\n+++ desired\n@@ -0,0 +1,2 @@\n+kind: PodTemplate\n+metadata: {name: cpu-huge}\n".into()),
         reason: None,
+        runner: None,
     });
     eks.changes.push(Change {
         action: Action::Unchanged,
         target: target("Namespace", None, "gha-runners"),
         diff: None,
         reason: None,
+        runner: None,
     });
     eks.findings.push(Finding::new(
         FindingSeverity::Warning,
@@ -716,6 +719,7 @@ fn sample_report_parts() -> (PrContext, Plan, BTreeMap<String, SiteMode>) {
         target: target("SlurmJob", None, "gpu-a100#*"),
         diff: None,
         reason: None,
+        runner: None,
     });
     let down = SitePlan::failed(
         "mi300",

@@ -130,6 +130,7 @@ fn push(
         } else {
             blocked
         },
+        runner: None,
     });
 }
 
@@ -302,6 +303,7 @@ pub fn compute(rendered: &Rendered, observed: &Observed, settings: &PlanSettings
             target: target.clone(),
             diff: Some(normalize::diff(&minimal, &Value::Null)),
             reason: Some("owned by drover, no longer declared".into()),
+            runner: None,
         });
         ops.push(Op {
             action: Action::Delete,

@@ -28,7 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 use super::render::{COMPONENT_LABEL, Rendered};
-use crate::plan::{Action, Change, Finding, FindingSeverity, Target};
+use crate::plan::{
+    Action, Change, Finding, FindingSeverity, LiveState, RunnerChange, RunnerReason, Target,
+};
 use crate::runners::runner_name;
 use crate::runners::{RunnerId, Slot};
 use crate::sites::runners::RegisteredRunner;
@@ -170,6 +172,15 @@ impl RunnerPod {
         }
     }
 
+    fn change(&self, reason: RunnerReason) -> RunnerChange {
+        let state = match self.phase {
+            Phase::Pending => Some(LiveState::Pending),
+            Phase::Running => Some(LiveState::Running),
+            _ => None,
+        };
+        RunnerChange { reason, state }
+    }
+
     fn age(&self, now: i64) -> i64 {
         now - self.created
     }
@@ -246,7 +257,7 @@ pub enum RunnerOp {
 impl RunnerOp {
     /// The plan change this step shows as.
     pub fn change(&self) -> Change {
-        let (action, target, reason) = match self {
+        let (action, target, reason, runner) = match self {
             RunnerOp::Create {
                 set,
                 index,
@@ -257,15 +268,46 @@ impl RunnerOp {
                 RunnerId::new(set.as_str(), Slot::New(*index))
                     .target(TARGET_KIND, Some(namespace.clone())),
                 note.clone(),
+                RunnerChange {
+                    reason: RunnerReason::ScaleUp,
+                    state: None,
+                },
             ),
-            RunnerOp::Delete { pod, note, .. } => (Action::Delete, pod.target(), note.clone()),
-            RunnerOp::Keep(pod, note) => (Action::Unchanged, pod.target(), note.clone()),
+            RunnerOp::Delete {
+                pod, reason, note, ..
+            } => (
+                Action::Delete,
+                pod.target(),
+                note.clone(),
+                pod.change(reason.typed()),
+            ),
+            RunnerOp::Keep(pod, note) => (
+                Action::Unchanged,
+                pod.target(),
+                note.clone(),
+                pod.change(RunnerReason::Kept),
+            ),
         };
         Change {
             action,
             target,
             diff: None,
             reason: Some(reason),
+            runner: Some(runner),
+        }
+    }
+}
+
+impl DeleteReason {
+    fn typed(self) -> RunnerReason {
+        match self {
+            DeleteReason::Finished => RunnerReason::Finished,
+            DeleteReason::ScaleDownPending | DeleteReason::ScaleDownIdle => {
+                RunnerReason::ScaleDown
+            }
+            DeleteReason::StartTimeout => RunnerReason::StartTimeout,
+            DeleteReason::NotRegistered => RunnerReason::NotRegistered,
+            DeleteReason::Undeclared => RunnerReason::Undeclared,
         }
     }
 }

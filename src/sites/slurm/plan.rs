@@ -20,7 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::observe::{Runner, RunnerState};
-use crate::plan::{Action, Change, Finding, FindingSeverity, Target};
+use crate::plan::{
+    Action, Change, Finding, FindingSeverity, LiveState, RunnerChange, RunnerReason, Target,
+};
 use crate::runners::{RunnerId, Slot};
 use crate::sites::runners::RegisteredRunner;
 
@@ -104,15 +106,24 @@ pub enum Op {
 impl Op {
     /// The plan change this step shows as.
     pub fn change(&self) -> Change {
-        let (action, target, reason) = match self {
-            Op::Submit { set, slot } => (Action::Create, target(set, *slot), "scale up".into()),
+        let (action, target, reason, runner) = match self {
+            Op::Submit { set, slot } => (
+                Action::Create,
+                target(set, *slot),
+                "scale up".into(),
+                RunnerChange {
+                    reason: RunnerReason::ScaleUp,
+                    state: None,
+                },
+            ),
             Op::Release(r) => (
                 Action::Update,
                 target_of(r),
                 format!("release held job {} (left by an interrupted apply)", r.id),
+                typed(r, RunnerReason::ReleaseHeld),
             ),
             Op::Cancel(r, why) => {
-                let why = match why {
+                let text = match why {
                     CancelReason::ScaleDown => "scale down".to_owned(),
                     CancelReason::Duplicate(of) => format!("duplicate of job {of}"),
                     CancelReason::Undeclared => "runner set no longer declared".to_owned(),
@@ -123,23 +134,53 @@ impl Op {
                 (
                     Action::Delete,
                     target_of(r),
-                    format!("{why}: {} job {}", r.state.as_str(), r.id),
+                    format!("{text}: {} job {}", r.state.as_str(), r.id),
+                    typed(r, why.typed()),
                 )
             }
             Op::Retire(r) => (
                 Action::Delete,
                 target_of(r),
                 format!("scale down: idle runner, running job {}", r.id),
+                typed(r, RunnerReason::ScaleDown),
             ),
-            Op::Keep(r, note) => (Action::Unchanged, target_of(r), note.clone()),
+            Op::Keep(r, note) => (
+                Action::Unchanged,
+                target_of(r),
+                note.clone(),
+                typed(r, RunnerReason::Kept),
+            ),
         };
         Change {
             action,
             target,
             diff: None,
             reason: Some(reason),
+            runner: Some(runner),
         }
     }
+}
+
+impl CancelReason {
+    fn typed(self) -> RunnerReason {
+        match self {
+            CancelReason::ScaleDown => RunnerReason::ScaleDown,
+            CancelReason::Duplicate(_) => RunnerReason::Duplicate,
+            CancelReason::Undeclared => RunnerReason::Undeclared,
+            CancelReason::StartTimeout => RunnerReason::StartTimeout,
+        }
+    }
+}
+
+/// The typed change of job `r`, with its observed state.
+fn typed(r: &Runner, reason: RunnerReason) -> RunnerChange {
+    let state = match r.state {
+        RunnerState::Pending => Some(LiveState::Pending),
+        RunnerState::Running => Some(LiveState::Running),
+        RunnerState::Completing => Some(LiveState::Completing),
+        RunnerState::Failed | RunnerState::Finished => None,
+    };
+    RunnerChange { reason, state }
 }
 
 /// The plan target of a runner: `<set>#<slot>`.
