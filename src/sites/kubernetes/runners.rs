@@ -32,6 +32,7 @@ use crate::plan::{
     Action, Change, Finding, FindingSeverity, LiveState, RunnerChange, RunnerReason, Target,
 };
 use crate::runners::runner_name;
+use crate::runners::scale_down::{self, Live, Standing};
 use crate::runners::{RunnerId, Slot};
 use crate::sites::runners::RegisteredRunner;
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL};
@@ -302,9 +303,7 @@ impl DeleteReason {
     fn typed(self) -> RunnerReason {
         match self {
             DeleteReason::Finished => RunnerReason::Finished,
-            DeleteReason::ScaleDownPending | DeleteReason::ScaleDownIdle => {
-                RunnerReason::ScaleDown
-            }
+            DeleteReason::ScaleDownPending | DeleteReason::ScaleDownIdle => RunnerReason::ScaleDown,
             DeleteReason::StartTimeout => RunnerReason::StartTimeout,
             DeleteReason::NotRegistered => RunnerReason::NotRegistered,
             DeleteReason::Undeclared => RunnerReason::Undeclared,
@@ -407,10 +406,10 @@ fn sort_pods(pods: &mut [&RunnerPod]) {
     pods.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
 }
 
-fn plan_set(
+fn plan_set<'a>(
     inputs: &RunnerInputs<'_>,
     d: &DesiredSet,
-    mut pods: Vec<&RunnerPod>,
+    mut pods: Vec<&'a RunnerPod>,
     plan: &mut RunnerPlan,
 ) {
     sort_pods(&mut pods);
@@ -507,14 +506,17 @@ fn plan_set(
 
     let max = d.max as usize;
     let want = (d.count as usize).min(max);
-    let live = pending.len() + idle.len() + others.len();
-    let mut remove: BTreeSet<&str> = BTreeSet::new();
-    if live > want {
-        // Pending first, then idle runners; newest first within each.
-        let candidates = pending.iter().rev().chain(idle.iter().rev());
-        remove.extend(candidates.take(live - want).map(|p| p.name.as_str()));
-    }
-    let surviving = live - remove.len();
+    let standing = |pod: &'a RunnerPod, standing| Live {
+        key: pod.name.as_str(),
+        standing,
+        since: pod.created,
+    };
+    let live: Vec<Live<&str>> = (pending.iter().map(|p| standing(p, Standing::Pending)))
+        .chain(idle.iter().map(|p| standing(p, Standing::Idle)))
+        .chain(others.iter().map(|(p, _)| standing(p, Standing::Protected)))
+        .collect();
+    let remove = scale_down::victims(&live, want);
+    let surviving = live.len() - remove.len();
     for pod in &pending {
         if remove.contains(pod.name.as_str()) {
             ops.push(delete(

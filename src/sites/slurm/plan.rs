@@ -23,6 +23,7 @@ use super::observe::{Runner, RunnerState};
 use crate::plan::{
     Action, Change, Finding, FindingSeverity, LiveState, RunnerChange, RunnerReason, Target,
 };
+use crate::runners::scale_down::{self, Live, Standing};
 use crate::runners::{RunnerId, Slot};
 use crate::sites::runners::RegisteredRunner;
 
@@ -273,25 +274,13 @@ fn plan_set(d: &DesiredSet, jobs: &[&Runner], github: &GithubView, plan: &mut Ru
         ));
     }
     let want = d.count as usize;
-    let mut cancel: BTreeSet<u64> = BTreeSet::new();
-    if live.len() > want {
-        let mut pending: Vec<&&Runner> = live
-            .iter()
-            .filter(|r| r.state == RunnerState::Pending)
-            .collect();
-        pending.sort_by_key(|r| std::cmp::Reverse((r.submit_time, r.id)));
-        cancel.extend(pending.iter().take(live.len() - want).map(|r| r.id));
-    }
-    let mut retire: BTreeSet<u64> = BTreeSet::new();
-    if live.len() - cancel.len() > want {
-        let mut idle: Vec<&&Runner> = live
-            .iter()
-            .filter(|r| r.state == RunnerState::Running && github.idle(r.id))
-            .collect();
-        idle.sort_by_key(|r| std::cmp::Reverse((r.start_time, r.id)));
-        let excess = live.len() - cancel.len() - want;
-        retire.extend(idle.iter().take(excess).map(|r| r.id));
-    }
+    let standing: Vec<Live<u64>> = live.iter().map(|r| scale_down_view(r, github)).collect();
+    let (cancel, retire): (BTreeSet<u64>, BTreeSet<u64>) = scale_down::victims(&standing, want)
+        .into_iter()
+        .partition(|id| {
+            live.iter()
+                .any(|r| r.id == *id && r.state == RunnerState::Pending)
+        });
     let surviving = live.len() - cancel.len() - retire.len();
     for r in &live {
         let op = if cancel.contains(&r.id) {
@@ -327,6 +316,21 @@ fn plan_set(d: &DesiredSet, jobs: &[&Runner], github: &GithubView, plan: &mut Ru
                 slot,
             });
         }
+    }
+}
+
+/// How scale-down may treat live job `r`: pending jobs by submit time, running jobs whose
+/// runner is idle by start time; any other running job is protected.
+fn scale_down_view(r: &Runner, github: &GithubView) -> Live<u64> {
+    let (standing, since) = match r.state {
+        RunnerState::Pending => (Standing::Pending, r.submit_time),
+        RunnerState::Running if github.idle(r.id) => (Standing::Idle, r.start_time),
+        _ => (Standing::Protected, r.start_time),
+    };
+    Live {
+        key: r.id,
+        standing,
+        since: i64::try_from(since).unwrap_or(i64::MAX),
     }
 }
 
