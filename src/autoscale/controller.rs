@@ -25,9 +25,9 @@ use crate::fleet::FleetRepo;
 use crate::fleet::model::GithubConnection;
 use crate::github::{self, GithubClient, GithubError, JitRequest as GithubJit, RetryPolicy, Scope};
 use crate::runners::set_of_runner;
+use crate::runners::{JitGrant, JitRequest};
+use crate::runners::{RegisteredRunner, RegistryError, Removal, RunnerRegistry};
 use crate::sites::kubernetes::site_cache::SiteCache;
-use crate::sites::runners::{RegisteredRunner, RegistryError, Removal, RunnerRegistry};
-use crate::sites::slurm::jit::{JitGrant, JitRequest};
 
 /// Autoscaler settings (from `drover serve`'s config).
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ pub enum Error {
     NoRepositories,
 }
 
-impl From<Error> for crate::sites::runners::RegistryError {
+impl From<Error> for crate::runners::RegistryError {
     fn from(e: Error) -> Self {
         Self::new(e)
     }

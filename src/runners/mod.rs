@@ -6,12 +6,19 @@
 //! A runner's plan target is named `<set>#<slot>` ([`RunnerId`]): on Slurm the slot is the
 //! job's slot number, and a Kubernetes runner Pod about to be created is `<set>#new-<n>`.
 //!
+//! Site drivers reach GitHub's view of runners only through [`RunnerRegistry`], which
+//! the autoscaler implements.
+//!
 //! Which runners go when a set scales down is decided once, by [`scale_down`], for both
 //! site kinds.
 
 mod id;
 mod name;
+mod registry;
 pub mod scale_down;
 
 pub use id::{ParseRunnerIdError, RunnerId, Slot};
 pub use name::{runner_name, runner_prefix, set_of_runner};
+pub use registry::{
+    JitGrant, JitRequest, RegisteredRunner, RegistryError, Removal, RunnerRegistry,
+};

@@ -255,7 +255,7 @@ pub async fn jit(State(service): State<Arc<Service>>, headers: HeaderMap) -> Res
             .into_response();
     }
     let name = runner.runner_name();
-    let registry: &dyn crate::sites::runners::RunnerRegistry = autoscaler.as_ref();
+    let registry: &dyn crate::runners::RunnerRegistry = autoscaler.as_ref();
     match registry.jit_config(&runner.identity.set, &name).await {
         Ok(config) => (
             StatusCode::OK,

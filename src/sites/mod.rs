@@ -6,7 +6,6 @@
 //! concurrency, timeouts, filtering — lives in [`crate::reconcile`].
 
 pub mod kubernetes;
-pub mod runners;
 pub mod slurm;
 
 use std::collections::BTreeMap;
@@ -134,7 +133,7 @@ pub const DEFAULT_RUNNER_START_DEADLINE: std::time::Duration = std::time::Durati
 
 /// A shared [`runners::RunnerRegistry`] (a newtype so that [`RunOptions`] stays `Debug`).
 #[derive(Clone)]
-pub struct Registry(pub Arc<dyn runners::RunnerRegistry>);
+pub struct Registry(pub Arc<dyn crate::runners::RunnerRegistry>);
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -17,7 +17,7 @@ use drover::credentials::Secret;
 use drover::fleet::{FleetRepo, LoadOptions};
 use drover::github::{Auth, GithubClient, RetryPolicy, Scope};
 use drover::plan::{Action, ApplyReport, Plan, SitePlan};
-use drover::sites::runners::RunnerRegistry;
+use drover::runners::RunnerRegistry;
 use drover::sites::{ApplyOptions, Registry, RunOptions, SiteContext, kubernetes};
 use serde_json::{Value, json};
 

@@ -151,7 +151,7 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         .map(|r| move |name: &str| r.0.registered(name));
     let registered: runners::Registrations<'_> = lookup
         .as_ref()
-        .map(|f| f as &dyn Fn(&str) -> Option<crate::sites::runners::RegisteredRunner>);
+        .map(|f| f as &dyn Fn(&str) -> Option<crate::runners::RegisteredRunner>);
     let inputs = runners::RunnerInputs {
         fleet: &fleet,
         namespace: &rendered.namespace,

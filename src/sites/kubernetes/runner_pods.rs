@@ -31,7 +31,7 @@ use super::render::Rendered;
 use super::runners::{self, RunnerOp, RunnerPlan, RunnerPod};
 use super::site_cache::SiteCache;
 use crate::plan::{Action, ApplyReport, Target};
-use crate::sites::runners::Removal;
+use crate::runners::Removal;
 use crate::sites::{FIELD_MANAGER, Registry};
 
 /// Lists the runner Pods drover created for `fleet`, in every namespace.

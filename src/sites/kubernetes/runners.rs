@@ -31,10 +31,10 @@ use super::render::{COMPONENT_LABEL, Rendered};
 use crate::plan::{
     Action, Change, Finding, FindingSeverity, LiveState, RunnerChange, RunnerReason, Target,
 };
+use crate::runners::RegisteredRunner;
 use crate::runners::runner_name;
 use crate::runners::scale_down::{self, Live, Standing};
 use crate::runners::{RunnerId, Slot};
-use crate::sites::runners::RegisteredRunner;
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL};
 
 /// Target kind of runner Pods in plans.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use futures::stream::{self, StreamExt};
 
 use super::SlurmDriver;
-use super::jit::{self, JitRequest};
+use super::jit;
 use super::observe;
 use super::plan::{CancelReason, Op, target};
 use super::render::RunnerTemplate;
@@ -23,9 +23,10 @@ use super::types::JobSpec;
 use crate::credentials::{self, Secret};
 use crate::fleet::model::SitePolicy;
 use crate::plan::{Action, ApplyReport, SitePlan, Target};
+use crate::runners::JitRequest;
+use crate::runners::Removal;
 use crate::runners::RunnerId;
 use crate::sites::SiteContext;
-use crate::sites::runners::Removal;
 
 /// Driver calls in flight at once during apply.
 pub const CONCURRENCY: usize = 8;

@@ -23,9 +23,9 @@ use super::observe::{Runner, RunnerState};
 use crate::plan::{
     Action, Change, Finding, FindingSeverity, LiveState, RunnerChange, RunnerReason, Target,
 };
+use crate::runners::RegisteredRunner;
 use crate::runners::scale_down::{self, Live, Standing};
 use crate::runners::{RunnerId, Slot};
-use crate::sites::runners::RegisteredRunner;
 
 /// Target kind of runner jobs in plans.
 pub const TARGET_KIND: &str = "SlurmJob";

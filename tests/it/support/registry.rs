@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use drover::credentials::Secret;
 use drover::github::{GithubClient, GithubError, JitRequest, Scope};
-use drover::sites::runners::{RegisteredRunner, RegistryError, Removal, RunnerRegistry};
-use drover::sites::slurm::jit::{JitGrant, JitRequest as SlurmJitRequest};
+use drover::runners::{JitGrant, JitRequest as SlurmJitRequest};
+use drover::runners::{RegisteredRunner, RegistryError, Removal, RunnerRegistry};
 use futures::future::BoxFuture;
 
 /// A registry over one GitHub scope; every runner set registers with `labels[set]`.

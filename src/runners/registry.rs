@@ -1,5 +1,5 @@
 //! What the site drivers need from GitHub to create and remove runners: the
-//! [`RunnerRegistry`]. The autoscaler in `drover serve` implements it over the GitHub
+//! [`RunnerRegistry`], and the JIT grants it hands to Slurm runner jobs. The autoscaler in `drover serve` implements it over the GitHub
 //! client; drivers only see this trait, so their plans stay pure and their tests can use
 //! any implementation.
 //!
@@ -9,7 +9,28 @@
 use futures::future::BoxFuture;
 
 use crate::credentials::Secret;
-use crate::sites::slurm::jit::{JitGrant, JitRequest};
+
+/// What a job will ask its JIT config for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitRequest {
+    /// Site name.
+    pub site: String,
+    /// Fleet name.
+    pub fleet: String,
+    /// Runner set name.
+    pub runner_set: String,
+    /// The runner's slot in its set.
+    pub slot: u32,
+}
+
+/// A grant for one job: where to fetch its config and with which one-time credential.
+#[derive(Debug, Clone)]
+pub struct JitGrant {
+    /// The endpoint (`DROVER_JIT_URL`).
+    pub url: String,
+    /// The one-time credential (`DROVER_JIT_TOKEN`).
+    pub token: Secret,
+}
 
 /// GitHub's view of one registered runner, from the autoscaler's last observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
