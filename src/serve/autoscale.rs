@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::Service;
+use super::site_worker::SiteTrigger;
 use crate::autoscale::Autoscaler;
 use crate::fleet::FleetRepo;
 use crate::plan::{Action, RunnerReason};
@@ -157,26 +158,15 @@ async fn runner_round(service: &Arc<Service>, sites: BTreeSet<String>) {
 }
 
 async fn runners_only(service: &Arc<Service>, repo: &FleetRepo, site: &str) {
-    let lock = service.site_lock(site);
-    let _held = lock.lock().await;
-    let mut options = service.config.run_options.clone();
-    options.runners_only = true;
-    with_autoscaler(&mut options, service.autoscaler.as_ref());
-    match crate::reconcile::apply(repo, &options, Some(site)).await {
-        Ok((plan, reports)) => {
-            if let (Some(plan), Some(a)) = (plan.sites.first(), service.autoscaler.as_ref()) {
-                if plan.error.is_none() {
-                    a.record_live(site, plan.live_runners.clone());
-                }
-                count_failed_starts(a, plan);
-            }
-            for report in reports {
-                for (action, target, error) in &report.failed {
-                    tracing::warn!(site, ?action, target = %target, %error, "runner change failed");
-                }
-            }
-        }
-        Err(e) => tracing::warn!(site, error = %e, "runner round failed"),
+    let done = service
+        .reconcile_site(repo, site, SiteTrigger::RunnersOnly)
+        .await;
+    if let Some(e) = &done.plan.error {
+        tracing::warn!(site, error = %e, "runner round failed");
+        return;
+    }
+    for (action, target, error) in done.report.iter().flat_map(|r| &r.failed) {
+        tracing::warn!(site, ?action, target = %target, %error, "runner change failed");
     }
 }
 

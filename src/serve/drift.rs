@@ -21,18 +21,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::Service;
 use super::metrics::{DriftLabels, IssueLabels, OutcomeLabels, SiteLabels};
+use super::site_worker::{DriftFound, Reconciled, SiteTrigger};
 use crate::drift::{DriftReport, SiteDrift};
 use crate::fleet::FleetRepo;
 use crate::fleet::model::{DriftPolicy, SitePolicy};
 use crate::github::{CloseReason, GithubClient, GithubError, Issue, RetryPolicy};
-use crate::reconcile;
-use crate::runners::RunnerId;
 
 /// The label drift issues carry when none is configured.
 pub const DEFAULT_LABEL: &str = "drover-drift";
@@ -340,63 +339,6 @@ pub fn plan_issues(
     (actions, links)
 }
 
-/// The drift policy of a site: its own `drift`, else the Fleet's `reconcile.drift`.
-pub fn policy_of(repo: &FleetRepo, site: &str) -> DriftPolicy {
-    let fleet = repo
-        .fleet
-        .as_ref()
-        .map(|f| f.value.spec.reconcile.drift)
-        .unwrap_or_default();
-    repo.sites
-        .get(site)
-        .and_then(|s| s.value.spec.drift)
-        .unwrap_or(fleet)
-}
-
-/// Whether an apply can repair some of `drift`: objects changed, missing or (when the
-/// fleet prunes) undeclared, or runners below min. Findings alone are not healed.
-pub fn healable(drift: &SiteDrift, prune: bool) -> bool {
-    drift.error.is_none()
-        && (!drift.changed.is_empty()
-            || !drift.missing.is_empty()
-            || !drift.below_min.is_empty()
-            || (prune && !drift.undeclared.is_empty()))
-}
-
-/// Runner counts for a heal: each runner set's desired count (the autoscaler's, else
-/// `min`), raised to the runners it has now. A heal fills runners that are missing and
-/// never scales a set down: runner counts above the desired one are the autoscaler's
-/// business, not drift.
-pub fn heal_runner_counts(
-    plan: &crate::plan::SitePlan,
-    repo: &FleetRepo,
-    options: &crate::sites::RunOptions,
-) -> BTreeMap<String, u32> {
-    let mut counts = options.desired_runners.clone();
-    let mut live: BTreeMap<String, u32> = BTreeMap::new();
-    for change in &plan.changes {
-        if change.action == crate::plan::Action::Create {
-            continue;
-        }
-        if let Some(id) = RunnerId::of_target(&change.target) {
-            *live.entry(id.set).or_default() += 1;
-        }
-    }
-    for (set, n) in live {
-        let set = set.as_str();
-        let Some(spec) = repo.runner_sets.get(set) else {
-            continue;
-        };
-        let desired = options
-            .desired_runners
-            .get(set)
-            .copied()
-            .unwrap_or(spec.value.spec.min);
-        counts.insert(set.to_string(), desired.max(n));
-    }
-    counts
-}
-
 impl Service {
     /// A scheduled drift round: sites whose current revision was applied are checked for
     /// drift (and healed where the policy says so); the others are applied. Then, on the
@@ -419,7 +361,7 @@ impl Service {
                 if stale {
                     tracing::info!(site = %name, "revision not applied yet; applying instead of a drift check");
                     service
-                        .reconcile_site(revision, repo, name.clone(), leader)
+                        .apply_revision(revision, repo, name.clone(), leader)
                         .await;
                     (name, Desired::Unknown)
                 } else {
@@ -455,49 +397,21 @@ impl Service {
         name: &str,
         leader: bool,
     ) -> Desired {
-        let lock = self.site_lock(name);
-        let _held = lock.lock().await;
-        let started = Instant::now();
-        let policy = policy_of(repo, name);
-        let mut options = super::site_options(&self.config.run_options, repo, name);
-        super::autoscale::with_autoscaler(&mut options, self.autoscaler.as_ref());
-        let mut detect = options.clone();
-        detect.apply.prune = Some(true);
-        let plan = match reconcile::plan(repo, &detect, Some(name)).await {
-            Ok(mut plan) => plan.sites.remove(0),
-            Err(err) => super::failed_plan(repo, name, &err.to_string()),
-        };
-        let found = SiteDrift::from_plan(&plan);
-        let prune = options.apply.prune.unwrap_or_else(|| {
-            repo.fleet
-                .as_ref()
-                .is_some_and(|f| f.value.spec.reconcile.prune)
-        });
-        let heal = leader
-            && policy == DriftPolicy::Heal
-            && plan.policy == SitePolicy::Apply
-            && healable(&found, prune);
-        let (plan, report, left) = if heal {
-            tracing::info!(site = %name, objects = found.objects(), "healing drift");
-            let mut options = options.clone();
-            options.desired_runners = heal_runner_counts(&plan, repo, &options);
-            match reconcile::apply(repo, &options, Some(name)).await {
-                Ok((mut plans, mut reports)) => {
-                    let report = reports.pop();
-                    let left = report
-                        .as_ref()
-                        .map_or_else(|| found.clone(), |r| found.remaining_after(r));
-                    (plans.sites.remove(0), report, left)
-                }
-                Err(err) => (
-                    super::failed_plan(repo, name, &err.to_string()),
-                    None,
-                    found.clone(),
-                ),
-            }
-        } else {
-            (plan, None, found.clone())
-        };
+        let done = self
+            .reconcile_site(repo, name, SiteTrigger::DriftCheck { leader })
+            .await;
+        let Reconciled {
+            plan,
+            report,
+            drift,
+            took,
+        } = done;
+        let DriftFound {
+            policy,
+            found,
+            left,
+            healed: heal,
+        } = drift.expect("a drift check reports the drift it found");
         let site_outcome = if heal {
             super::outcome(&plan, report.as_ref())
         } else if plan.error.is_some() {
@@ -509,14 +423,7 @@ impl Service {
         } else {
             "ok"
         };
-        self.record(
-            revision,
-            name,
-            &plan,
-            report.as_ref(),
-            site_outcome,
-            started.elapsed(),
-        );
+        self.record(revision, name, &plan, report.as_ref(), site_outcome, took);
         let healed = found.objects().saturating_sub(left.objects());
         let outcome = if found.error.is_some() {
             "failed"
@@ -527,7 +434,7 @@ impl Service {
         } else {
             "clean"
         };
-        self.record_drift(name, policy, &left, healed, outcome, started.elapsed());
+        self.record_drift(name, policy, &left, healed, outcome, took);
         if found.error.is_some() {
             Desired::Unknown
         } else if left.has_drift() {
@@ -1016,65 +923,6 @@ mod tests {
             ]
         );
         assert_eq!(links["lab"].as_ref().unwrap().number, 2);
-    }
-
-    #[test]
-    fn heal_needs_something_an_apply_can_repair() {
-        let mut d = SiteDrift {
-            site: "s".into(),
-            undeclared: vec![Target {
-                kind: "ConfigMap".into(),
-                namespace: None,
-                name: "x".into(),
-            }],
-            ..SiteDrift::default()
-        };
-        assert!(!healable(&d, false), "undeclared without prune stays");
-        assert!(healable(&d, true));
-        d.undeclared.clear();
-        d.below_min.insert("gpu".into(), 1);
-        assert!(healable(&d, false));
-        d.error = Some("down".into());
-        assert!(!healable(&d, false));
-    }
-
-    #[test]
-    fn a_heal_fills_missing_runners_and_never_scales_down() {
-        use crate::plan::{Action, Change, SiteKind, SitePlan};
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fleet");
-        let v = crate::fleet::validate_dir(&root, &crate::fleet::LoadOptions::default()).unwrap();
-        let runner = |action: Action, name: &str| Change {
-            action,
-            target: Target {
-                kind: "SlurmJob".into(),
-                namespace: None,
-                name: name.into(),
-            },
-            diff: None,
-            reason: None,
-            runner: None,
-        };
-        let mut plan = SitePlan::new("hpc", SiteKind::Slurm, SitePolicy::Apply);
-        plan.changes = vec![
-            // cpu-small (min 2): one live, one missing.
-            runner(Action::Unchanged, "cpu-small#0"),
-            runner(Action::Create, "cpu-small#1"),
-            // cpu-medium (min 1): scaled to 3 by the autoscaler, the plan at min cancels two.
-            runner(Action::Unchanged, "cpu-medium#0"),
-            runner(Action::Delete, "cpu-medium#1"),
-            runner(Action::Delete, "cpu-medium#2"),
-        ];
-        let options = crate::sites::RunOptions {
-            desired_runners: [("gpu-a100-slurm".to_string(), 2)].into(),
-            ..crate::sites::RunOptions::default()
-        };
-        let counts = heal_runner_counts(&plan, &v.repo, &options);
-        assert_eq!(counts["cpu-small"], 2, "min, to fill the missing one");
-        assert_eq!(counts["cpu-medium"], 3, "what it has: no scale-down");
-        assert_eq!(
-            counts["gpu-a100-slurm"], 2,
-            "the autoscaler's count is kept"
-        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod lease;
 pub mod listener;
 pub mod metrics;
 pub mod page;
+mod site_worker;
 pub mod status;
 pub mod webhook;
 
@@ -28,21 +29,21 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::credentials::Secret;
-use crate::fleet::model::{DriftPolicy, SitePolicy};
+use crate::fleet::model::SitePolicy;
 use crate::fleet::{self, FleetRepo, LoadOptions};
 use crate::plan::{ApplyReport, SitePlan};
-use crate::reconcile;
 use crate::sites::RunOptions;
 
 use self::metrics::{
     FindingLabels, Metrics, OutcomeLabels, RevisionLabels, RunnerLabels, SiteLabels,
 };
+use self::site_worker::SiteTrigger;
 use self::status::{SiteStatus, Status};
 
 /// A boxed future, for object-safe traits.
@@ -270,8 +271,8 @@ impl Service {
         (service, rx)
     }
 
-    /// The lock of one site.
-    pub fn site_lock(&self, site: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The lock of one site: held by [`site_worker`] for each step on the site.
+    fn site_lock(&self, site: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.site_locks
             .lock()
             .expect("site locks")
@@ -419,7 +420,7 @@ impl Service {
         for name in repo.sites.keys().cloned() {
             let (service, repo, revision) = (self.clone(), repo.clone(), revision.clone());
             tasks.push(tokio::spawn(async move {
-                service.reconcile_site(revision, repo, name, leader).await;
+                service.apply_revision(revision, repo, name, leader).await;
             }));
         }
         for task in tasks {
@@ -430,45 +431,26 @@ impl Service {
         self.status.write().expect("status lock").ready = true;
     }
 
-    async fn reconcile_site(
+    /// Reconciles site `name` with revision `revision` (applied on the leader, planned
+    /// elsewhere) and records the outcome.
+    async fn apply_revision(
         &self,
         revision: String,
         repo: Arc<FleetRepo>,
         name: String,
         leader: bool,
     ) {
-        let (repo, name, revision) = (repo.as_ref(), name.as_str(), revision.as_str());
-        let lock = self.site_lock(name);
-        let _held = lock.lock().await;
-        let started = Instant::now();
-        let mut options = site_options(&self.config.run_options, repo, name);
-        autoscale::with_autoscaler(&mut options, self.autoscaler.as_ref());
-        let options = &options;
-        let (plan, report) = if leader {
-            match reconcile::apply(repo, options, Some(name)).await {
-                Ok((mut plan, mut reports)) => (plan.sites.remove(0), reports.pop()),
-                Err(err) => (failed_plan(repo, name, &err.to_string()), None),
-            }
-        } else {
-            match reconcile::plan(repo, options, Some(name)).await {
-                Ok(mut plan) => (plan.sites.remove(0), None),
-                Err(err) => (failed_plan(repo, name, &err.to_string()), None),
-            }
-        };
-        if let Some(a) = &self.autoscaler
-            && plan.error.is_none()
-        {
-            a.record_live(name, plan.live_runners.clone());
-            autoscale::count_failed_starts(a, &plan);
-        }
-        let outcome = outcome(&plan, report.as_ref());
+        let done = self
+            .reconcile_site(&repo, &name, SiteTrigger::Full { leader })
+            .await;
+        let outcome = outcome(&done.plan, done.report.as_ref());
         self.record(
-            revision,
-            name,
-            &plan,
-            report.as_ref(),
+            &revision,
+            &name,
+            &done.plan,
+            done.report.as_ref(),
             outcome,
-            started.elapsed(),
+            done.took,
         );
     }
 
@@ -626,21 +608,6 @@ fn redact_strings(v: &mut serde_json::Value, redactor: &crate::redact::Redactor)
 /// The run options for one site: with drift policy `heal` (the site's, else the fleet's),
 /// applies take back fields another field manager changed out of band
 /// (`force_conflicts`); with `report` such conflicts are reported and left alone.
-fn site_options(options: &RunOptions, repo: &FleetRepo, name: &str) -> RunOptions {
-    let mut options = options.clone();
-    options.apply.force_conflicts |= drift::policy_of(repo, name) == DriftPolicy::Heal;
-    options
-}
-
-fn failed_plan(repo: &FleetRepo, name: &str, error: &str) -> SitePlan {
-    let (kind, policy) = repo
-        .sites
-        .get(name)
-        .map(|s| (crate::sites::kind_of(&s.value), s.value.spec.policy))
-        .unwrap_or((crate::plan::SiteKind::Kubernetes, SitePolicy::Apply));
-    SitePlan::failed(name, kind, policy, error)
-}
-
 fn outcome(plan: &SitePlan, report: Option<&ApplyReport>) -> &'static str {
     if plan.error.is_some() {
         return "failed";
