@@ -64,7 +64,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
     let context = match rt.block_on(pr_context(opts, client.as_ref())) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {}", masker.text(&e));
+            eprintln!("error: {}", masker.text(&e.to_string()));
             return Ok(Exit::Usage);
         }
     };
@@ -202,17 +202,17 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
 }
 
 /// Which pull request: from the event payload (`--pr`) or the flags (`--pr N`).
-async fn pr_context(opts: &PrArgs, client: Option<&GithubClient>) -> Result<PrContext, String> {
+async fn pr_context(opts: &PrArgs, client: Option<&GithubClient>) -> anyhow::Result<PrContext> {
     let repo = opts.repo.clone().or_else(|| env("GITHUB_REPOSITORY"));
     match opts.pr {
         Some(0) | None => {
-            let path = env("GITHUB_EVENT_PATH").ok_or(
+            let path = env("GITHUB_EVENT_PATH").ok_or_else(|| anyhow::anyhow!(
                 "`--pr` without a number reads the pull request from $GITHUB_EVENT_PATH, which is not set: pass --pr N --repo OWNER/NAME",
-            )?;
-            PrContext::from_event_file(Path::new(&path), repo.as_deref()).map_err(|e| e.to_string())
+            ))?;
+            Ok(PrContext::from_event_file(Path::new(&path), repo.as_deref())?)
         }
         Some(number) => {
-            let repo = repo.ok_or_else(|| pr::PrError::NoRepo.to_string())?;
+            let repo = repo.ok_or(pr::PrError::NoRepo)?;
             let mut ctx = PrContext {
                 repo,
                 number,
@@ -220,10 +220,7 @@ async fn pr_context(opts: &PrArgs, client: Option<&GithubClient>) -> Result<PrCo
                 ..PrContext::default()
             };
             if let Some(client) = client {
-                let pull = client
-                    .pull_request(&ctx.repo, number)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let pull = client.pull_request(&ctx.repo, number).await?;
                 ctx.fork = pull.head_repo.as_deref() != Some(ctx.repo.as_str());
                 ctx.head_sha = Some(pull.head_sha);
                 ctx.base_ref = Some(pull.base_ref);
@@ -288,7 +285,7 @@ async fn plan_pr(
                     }
                     SiteMode::Live
                 }
-                Err(why) => SiteMode::Offline(format!("no credentials: {}", masker.text(&why))),
+                Err(why) => SiteMode::Offline(format!("no credentials: {}", masker.text(&why.to_string()))),
             }
         };
         modes.insert(name.clone(), mode);

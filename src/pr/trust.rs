@@ -93,21 +93,25 @@ pub fn overlay(pr: &FleetRepo, base: &FleetRepo) -> (FleetRepo, BTreeSet<String>
 
 /// Whether drover holds read credentials for a (trusted) site in this process, and if
 /// not, why. Checks presence only; the value is never shown.
-pub fn credentials_for(repo: &FleetRepo, site: &Site, options: &RunOptions) -> Result<(), String> {
-    let resolve = |name: &str| -> Result<(), String> {
+pub fn credentials_for(
+    repo: &FleetRepo,
+    site: &Site,
+    options: &RunOptions,
+) -> Result<(), NoCredentials> {
+    let resolve = |name: &str| -> Result<(), NoCredentials> {
         let s = repo
             .secrets
             .get(name)
-            .ok_or_else(|| format!("SecretRef `{name}` does not exist on the base branch"))?;
+            .ok_or_else(|| NoCredentials::NoSecretRef(name.to_owned()))?;
         credentials::resolve(name, &s.value.spec)
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(NoCredentials::Unreadable)
     };
     if let Some(k) = &site.spec.kubernetes {
         if k.in_cluster {
             return std::env::var_os("KUBERNETES_SERVICE_HOST")
                 .map(drop)
-                .ok_or_else(|| "in-cluster site, and this is not running in a cluster".into());
+                .ok_or(NoCredentials::NotInCluster);
         }
         if let Some(r) = &k.kubeconfig_ref {
             return resolve(r);
@@ -119,7 +123,7 @@ pub fn credentials_for(repo: &FleetRepo, site: &Site, options: &RunOptions) -> R
         return if found {
             Ok(())
         } else {
-            Err("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config)".into())
+            Err(NoCredentials::NoKubeconfig)
         };
     }
     if let Some(s) = &site.spec.slurm {
@@ -131,10 +135,33 @@ pub fn credentials_for(repo: &FleetRepo, site: &Site, options: &RunOptions) -> R
         return if on_path {
             Ok(())
         } else {
-            Err("the Slurm CLI (sbatch) is not installed here".into())
+            Err(NoCredentials::NoSlurmCli)
         };
     }
-    Err("the site has no connection settings".into())
+    Err(NoCredentials::NoConnection)
+}
+
+/// Why drover holds no read credentials for a site in this process.
+#[derive(Debug, thiserror::Error)]
+pub enum NoCredentials {
+    /// The site's SecretRef is not declared on the base branch.
+    #[error("SecretRef `{0}` does not exist on the base branch")]
+    NoSecretRef(String),
+    /// The SecretRef's value cannot be read here.
+    #[error(transparent)]
+    Unreadable(credentials::CredentialError),
+    /// An in-cluster site, outside a cluster.
+    #[error("in-cluster site, and this is not running in a cluster")]
+    NotInCluster,
+    /// No kubeconfig anywhere drover looks.
+    #[error("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config)")]
+    NoKubeconfig,
+    /// A Slurm CLI site, without the tools.
+    #[error("the Slurm CLI (sbatch) is not installed here")]
+    NoSlurmCli,
+    /// Neither Kubernetes nor Slurm connection settings.
+    #[error("the site has no connection settings")]
+    NoConnection,
 }
 
 /// The values of the credentials a trusted site would use, for masking.
@@ -173,7 +200,11 @@ fn relabel(diff: String) -> String {
 type Key = (String, Option<String>, String);
 
 /// A site's desired objects as comparable values, keyed by target.
-fn desired(repo: &FleetRepo, name: &str, kind: SiteKind) -> Result<BTreeMap<Key, Value>, String> {
+fn desired(
+    repo: &FleetRepo,
+    name: &str,
+    kind: SiteKind,
+) -> Result<BTreeMap<Key, Value>, sites::RenderError> {
     let Some(site) = repo.sites.get(name) else {
         return Ok(BTreeMap::new());
     };
@@ -189,7 +220,7 @@ fn desired(repo: &FleetRepo, name: &str, kind: SiteKind) -> Result<BTreeMap<Key,
     let mut out = BTreeMap::new();
     match kind {
         SiteKind::Kubernetes => {
-            let rendered = kube_render::render(&ctx).map_err(|e| e.to_string())?;
+            let rendered = kube_render::render(&ctx)?;
             for obj in &rendered.objects {
                 let key = (
                     obj["kind"].as_str().unwrap_or_default().to_string(),

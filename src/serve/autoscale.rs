@@ -227,7 +227,7 @@ pub async fn jit(State(service): State<Arc<Service>>, headers: HeaderMap) -> Res
         Ok(None) => {
             return (StatusCode::FORBIDDEN, "no such running drover runner job").into_response();
         }
-        Err(e) => return (StatusCode::BAD_GATEWAY, e).into_response(),
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     let matches = runner.identity.set == grant.request.runner_set
         && runner.identity.slot == grant.request.slot

@@ -5,8 +5,11 @@
 //! check) and `apply` (plan, then change the site). The orchestration across sites —
 //! concurrency, timeouts, filtering — lives in [`crate::reconcile`].
 
+mod change_error;
 pub mod kubernetes;
 pub mod slurm;
+
+pub use change_error::{ChangeError, Settle};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -165,11 +168,22 @@ pub fn kind_of(site: &Site) -> SiteKind {
 
 /// Renders the site's desired objects (Kubernetes manifests or Slurm job specs) as JSON
 /// values, for `drover render`. Pure.
-pub fn render(ctx: &SiteContext<'_>) -> Result<Vec<serde_json::Value>, String> {
-    match kind_of(&ctx.site.value) {
-        SiteKind::Kubernetes => kubernetes::render_values(ctx),
-        SiteKind::Slurm => slurm::render_values(ctx),
-    }
+pub fn render(ctx: &SiteContext<'_>) -> Result<Vec<serde_json::Value>, RenderError> {
+    Ok(match kind_of(&ctx.site.value) {
+        SiteKind::Kubernetes => kubernetes::render_values(ctx)?,
+        SiteKind::Slurm => slurm::render_values(ctx)?,
+    })
+}
+
+/// Why a site cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A Kubernetes site.
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::render::RenderError),
+    /// A Slurm site.
+    #[error(transparent)]
+    Slurm(#[from] slurm::render::RenderError),
 }
 
 /// Observes the site and plans it.

@@ -20,10 +20,10 @@ use serde_json::Value;
 use super::client::{self, Error, RetryPolicy};
 use super::plan::{Op, Planned, is_owned};
 use crate::plan::{Action, ApplyReport, Target};
-use crate::sites::{ApplyOptions, FIELD_MANAGER};
+use crate::sites::{ApplyOptions, ChangeError, FIELD_MANAGER};
 
 /// The outcome of one op.
-type OpResult = (Action, Target, Result<(), String>);
+type OpResult = (Action, Target, Result<(), ChangeError>);
 
 /// Writes in flight per site.
 pub const CONCURRENCY: usize = 8;
@@ -115,7 +115,7 @@ pub async fn apply(client: &kube::Client, planned: &Planned, s: &ApplySettings) 
                 Ok(()) => report.applied.push((action, target)),
                 Err(e) => {
                     tracing::warn!(site = %s.site, %target, error = %e, "apply failed");
-                    report.failed.push((action, target, e));
+                    report.failed.push((action, target, e.to_string()));
                 }
             }
         }
@@ -130,7 +130,7 @@ async fn run_op(
     new_namespaces: &[&str],
 ) -> OpResult {
     let result = if let Some(why) = &op.blocked {
-        Err(format!("not applied: {why}"))
+        Err(ChangeError::Blocked(why.clone()))
     } else if s.options.dry_run
         && op
             .target
@@ -138,9 +138,8 @@ async fn run_op(
             .as_deref()
             .is_some_and(|ns| new_namespaces.contains(&ns))
     {
-        Err(format!(
-            "skipped in dry run: namespace {} does not exist yet (it would be created first)",
-            op.target.namespace.as_deref().unwrap_or_default()
+        Err(ChangeError::NamespaceNotYetCreated(
+            op.target.namespace.clone().unwrap_or_default(),
         ))
     } else if op.action == Action::Delete {
         delete_one(client, op, s).await
@@ -158,7 +157,7 @@ fn api_for(client: &kube::Client, op: &Op) -> Api<DynamicObject> {
     }
 }
 
-async fn apply_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result<(), String> {
+async fn apply_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result<(), ChangeError> {
     let api = api_for(client, op);
     // Strict: a field the server does not know is an error at apply, never silently
     // dropped (which would read as drift on every later plan).
@@ -180,30 +179,24 @@ async fn apply_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result<
             code: Some(409),
             detail,
             ..
-        }) => Err(format!(
-            "conflict, not overwritten: {detail} (another field manager owns these fields; re-run with --force-conflicts to take them)"
-        )),
-        Err(e) => Err(e.to_string()),
+        }) => Err(ChangeError::Conflict(detail)),
+        Err(e) => Err(e.into()),
     }
 }
 
-async fn delete_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result<(), String> {
+async fn delete_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result<(), ChangeError> {
     let api = api_for(client, op);
     let name = &op.target.name;
     let live = client::call(format!("reading {}", op.target), s.timeout, s.retry, || {
         super::observe::get_named(&api, name)
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let Some(live) = live else {
         return Ok(()); // already gone
     };
     let live_value = serde_json::to_value(&live).unwrap_or(Value::Null);
     if !is_owned(&live_value, &s.fleet) {
-        return Err(format!(
-            "refused to delete: the live object no longer carries drover's ownership labels for fleet {}",
-            s.fleet
-        ));
+        return Err(ChangeError::NotOwned(s.fleet.clone()));
     }
     let params = DeleteParams {
         dry_run: s.options.dry_run,
@@ -229,9 +222,11 @@ async fn delete_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result
             code: Some(409),
             detail,
             ..
-        }) => Err(format!(
-            "not deleted: the object changed since it was checked ({detail}); the next run re-evaluates it"
-        )),
-        Err(e) => Err(e.to_string()),
+        }) => Err(ChangeError::ChangedSince {
+            what: "object",
+            when: "checked",
+            detail,
+        }),
+        Err(e) => Err(e.into()),
     }
 }

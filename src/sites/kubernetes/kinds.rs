@@ -341,7 +341,7 @@ pub const OWNED: [KindInfo; 10] = [
 /// ExternalSecret: `v1` when served; `v1beta1` only when it is the only version served;
 /// anything else is refused with the supported External Secrets Operator releases.
 /// Other kinds: their one version, when served.
-pub fn choose_version(kind: &KindInfo, served: &[String]) -> Result<KindInfo, String> {
+pub fn choose_version(kind: &KindInfo, served: &[String]) -> Result<KindInfo, Unsupported> {
     let serves = |v: &str| served.iter().any(|s| s == v);
     let listed = if served.is_empty() {
         "no version".to_string()
@@ -355,9 +355,12 @@ pub fn choose_version(kind: &KindInfo, served: &[String]) -> Result<KindInfo, St
         if served.len() == 1 && serves(EXTERNAL_SECRET_V1BETA1.version) {
             return Ok(EXTERNAL_SECRET_V1BETA1);
         }
-        return Err(format!(
-            "external-secrets.io serves {listed}; drover renders ExternalSecret at v1 (External Secrets Operator v0.16 and later) or, when it is the only version served, v1beta1 (v0.10 to v0.15)"
-        ));
+        return Err(Unsupported {
+            group: EXTERNAL_SECRET.group,
+            served: listed,
+            kind: EXTERNAL_SECRET.kind,
+            wanted: "v1 (External Secrets Operator v0.16 and later) or, when it is the only version served, v1beta1 (v0.10 to v0.15)".into(),
+        });
     }
     if serves(kind.version) {
         return Ok(*kind);
@@ -367,12 +370,26 @@ pub fn choose_version(kind: &KindInfo, served: &[String]) -> Result<KindInfo, St
     } else {
         ""
     };
-    Err(format!(
-        "{} serves {listed}; drover renders {} at {}{needs}",
-        kind.group,
-        kind.kind,
-        kind.api_version()
-    ))
+    Err(Unsupported {
+        group: kind.group,
+        served: listed,
+        kind: kind.kind,
+        wanted: format!("{}{needs}", kind.api_version()),
+    })
+}
+
+/// An API group serves no version of a kind that drover can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{group} serves {served}; drover renders {kind} at {wanted}")]
+pub struct Unsupported {
+    /// The API group.
+    pub group: &'static str,
+    /// The versions it serves, listed (or "no version").
+    pub served: String,
+    /// The kind.
+    pub kind: &'static str,
+    /// The version(s) drover renders, with the releases that serve them.
+    pub wanted: String,
 }
 
 /// The kind info of an object's `apiVersion` + `kind`, among owned kinds (and the
@@ -407,13 +424,15 @@ mod tests {
         assert_eq!(pick(&["v1"]), Ok(EXTERNAL_SECRET));
         assert_eq!(pick(&["v1beta1"]), Ok(EXTERNAL_SECRET_V1BETA1));
         for versions in [&["v1beta1", "v1alpha1"][..], &["v1alpha1"], &[]] {
-            let err = pick(versions).unwrap_err();
+            let err = pick(versions).unwrap_err().to_string();
             assert!(
                 err.contains("External Secrets Operator v0.16 and later"),
                 "{err}"
             );
         }
-        let err = choose_version(&AUTOSCALING_RUNNER_SET, &served(&["v1beta1"])).unwrap_err();
+        let err = choose_version(&AUTOSCALING_RUNNER_SET, &served(&["v1beta1"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("actions.github.com/v1alpha1"), "{err}");
         assert_eq!(
             lookup("external-secrets.io/v1beta1", "ExternalSecret"),

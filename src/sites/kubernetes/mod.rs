@@ -31,10 +31,8 @@ use crate::plan::{ApplyReport, SiteKind, SitePlan};
 ///
 /// Node labels and taints are not included: which Nodes they go to depends on the live
 /// cluster; they appear in plans as `Node` changes.
-pub fn render_values(ctx: &SiteContext<'_>) -> Result<Vec<serde_json::Value>, String> {
-    render::render(ctx)
-        .map(|r| r.objects)
-        .map_err(|e| e.to_string())
+pub fn render_values(ctx: &SiteContext<'_>) -> Result<Vec<serde_json::Value>, render::RenderError> {
+    render::render(ctx).map(|r| r.objects)
 }
 
 fn policy(ctx: &SiteContext<'_>) -> SitePolicy {

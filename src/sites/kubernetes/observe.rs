@@ -168,7 +168,7 @@ async fn discover_custom(
                 None => CustomKind::NotServed,
                 Some(versions) => match kinds::choose_version(k, &versions) {
                     Ok(chosen) => CustomKind::Served(chosen),
-                    Err(why) => CustomKind::Unsupported(why),
+                    Err(why) => CustomKind::Unsupported(why.to_string()),
                 },
             };
             (k.kind.to_string(), found)

@@ -806,36 +806,49 @@ fn arc_config_secret(ctx: &SiteContext<'_>, ns: &str, out: &mut Rendered) -> Str
 }
 
 /// The `secretKeyRef` a runner pod uses for a SecretRef, or why it has none.
-fn secret_key_ref(ctx: &SiteContext<'_>, ns: &str, name: &str) -> Result<Value, String> {
+fn secret_key_ref(ctx: &SiteContext<'_>, ns: &str, name: &str) -> Result<Value, NoSecretKeyRef> {
     let Some(secret) = ctx.repo.secrets.get(name) else {
-        return Err("no such SecretRef".into());
+        return Err(NoSecretKeyRef::NoSuchSecretRef);
     };
     let spec = &secret.value.spec;
     if let Some(ks) = &spec.kubernetes_secret {
-        if ks.site.as_deref().is_some_and(|s| s != ctx.name()) {
-            return Err(format!(
-                "the Secret lives on site {}, not this one",
-                ks.site.as_deref().unwrap_or_default()
-            ));
+        if let Some(site) = ks.site.as_deref().filter(|s| *s != ctx.name()) {
+            return Err(NoSecretKeyRef::OtherSite(site.to_owned()));
         }
         if ks.namespace != ns {
-            return Err(format!(
-                "Secret {}/{} is not in the runner namespace {ns}; pods can only read Secrets of their own namespace",
-                ks.namespace, ks.name
-            ));
+            return Err(NoSecretKeyRef::OtherNamespace {
+                secret: format!("{}/{}", ks.namespace, ks.name),
+                runners: ns.to_owned(),
+            });
         }
         return Ok(json!({"name": ks.name, "key": ks.key}));
     }
     if let Some(es) = &spec.external_secret {
         if es.site != ctx.name() {
-            return Err(format!(
-                "its ExternalSecret is rendered on site {}",
-                es.site
-            ));
+            return Err(NoSecretKeyRef::ExternalSecretElsewhere(es.site.clone()));
         }
         return Ok(json!({"name": name, "key": EXTERNAL_SECRET_KEY}));
     }
-    Err("env and file SecretRefs are for drover itself and are never copied into a cluster".into())
+    Err(NoSecretKeyRef::NotForClusters)
+}
+
+/// Why a SecretRef cannot reach a runner Pod's environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NoSecretKeyRef {
+    #[error("no such SecretRef")]
+    NoSuchSecretRef,
+    #[error("the Secret lives on site {0}, not this one")]
+    OtherSite(String),
+    #[error(
+        "Secret {secret} is not in the runner namespace {runners}; pods can only read Secrets of their own namespace"
+    )]
+    OtherNamespace { secret: String, runners: String },
+    #[error("its ExternalSecret is rendered on site {0}")]
+    ExternalSecretElsewhere(String),
+    #[error(
+        "env and file SecretRefs are for drover itself and are never copied into a cluster"
+    )]
+    NotForClusters,
 }
 
 /// Names of every runner set rendered on the site.

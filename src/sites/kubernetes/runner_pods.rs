@@ -17,6 +17,7 @@
 //! or a report (errors that could quote it are redacted).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -32,7 +33,7 @@ use super::runners::{self, RunnerOp, RunnerPlan, RunnerPod};
 use super::site_cache::SiteCache;
 use crate::plan::{Action, ApplyReport, Target};
 use crate::runners::Removal;
-use crate::sites::{FIELD_MANAGER, Registry};
+use crate::sites::{ChangeError, FIELD_MANAGER, Registry};
 
 /// Lists the runner Pods drover created for `fleet`, in every namespace.
 pub async fn observe(
@@ -75,7 +76,7 @@ pub struct RunnerApply<'a> {
     pub cache: Option<(&'a SiteCache, &'a str)>,
 }
 
-type OpResult = (Action, Target, Result<(), String>);
+type OpResult = (Action, Target, Result<(), ChangeError>);
 
 /// Applies the runner plan's creates and deletes, adding the outcomes to `report`.
 pub async fn apply(
@@ -108,7 +109,7 @@ pub async fn apply(
             Ok(()) => report.applied.push((action, target)),
             Err(e) => {
                 tracing::warn!(%target, error = %e, "runner pod change failed");
-                report.failed.push((action, target, e));
+                report.failed.push((action, target, e.to_string()));
             }
         }
     }
@@ -158,23 +159,19 @@ async fn create(
     name: &str,
     namespace: &str,
     s: &RunnerApply<'_>,
-) -> Result<(), String> {
+) -> Result<(), ChangeError> {
     let Some(pod) = runners::pod_object(s.rendered, set, name) else {
-        return Err(format!(
-            "runner set {set} has no PodTemplate on this site; not created"
-        ));
+        return Err(ChangeError::NoPodTemplate(set.to_owned()));
     };
     let pod: DynamicObject =
-        serde_json::from_value(pod).map_err(|e| format!("building the Pod: {e}"))?;
+        serde_json::from_value(pod).map_err(|e| ChangeError::BuildPod(e.to_string()))?;
     let api = pods(client, namespace);
     let params = PostParams {
         dry_run: s.dry_run,
         field_manager: Some(FIELD_MANAGER.to_string()),
     };
     if s.dry_run && s.new_namespace {
-        return Err(format!(
-            "skipped in dry run: namespace {namespace} does not exist yet (it would be created first)"
-        ));
+        return Err(ChangeError::NamespaceNotYetCreated(namespace.to_owned()));
     }
     if s.dry_run {
         // No JIT config in a dry run: minting one registers a runner at GitHub.
@@ -183,16 +180,19 @@ async fn create(
         })
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string());
+        .map_err(ChangeError::from);
     }
     let Some(registry) = s.registry else {
-        return Err("no runner registry: a runner Pod needs a just-in-time config from GitHub, which only `drover serve` (with its GitHub connection) mints; not created".into());
+        return Err(ChangeError::NoRegistry);
     };
     let jit = registry
         .0
         .jit_config(set, name)
         .await
-        .map_err(|e| format!("minting a JIT config for runner {name}: {e}"))?;
+        .map_err(|e| ChangeError::Mint {
+            name: name.to_owned(),
+            source: Arc::new(e),
+        })?;
     let created = match client::call(format!("creating Pod {name}"), s.timeout, s.retry, || {
         api.create(&params, &pod)
     })
@@ -201,7 +201,10 @@ async fn create(
         Ok(created) => created,
         Err(e) => {
             let undo = undo_registration(registry, set, name).await;
-            return Err(format!("{e}{undo}"));
+            return Err(ChangeError::Undone {
+                error: e.to_string(),
+                undo,
+            });
         }
     };
     let uid = created.metadata.uid.clone().unwrap_or_default();
@@ -211,7 +214,7 @@ async fn create(
     }
     let secret = runners::secret_object(&pod_value, &uid, jit.expose());
     let secret: DynamicObject =
-        serde_json::from_value(secret).map_err(|_| "building the Secret failed".to_string())?;
+        serde_json::from_value(secret).map_err(|_| ChangeError::BuildSecret)?;
     let secrets: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &kinds::SECRET.api_resource());
     let written = client::call(
@@ -250,7 +253,10 @@ async fn create(
             ),
         };
         let undo = undo_registration(registry, set, name).await;
-        return Err(format!("{message}{pod_note}{undo}"));
+        return Err(ChangeError::Undone {
+            error: message,
+            undo: format!("{pod_note}{undo}"),
+        });
     }
     Ok(())
 }
@@ -268,7 +274,7 @@ async fn delete(
     pod: &RunnerPod,
     deregister: bool,
     s: &RunnerApply<'_>,
-) -> Result<(), String> {
+) -> Result<(), ChangeError> {
     let mut deregistered = false;
     if deregister
         && !s.dry_run
@@ -277,16 +283,13 @@ async fn delete(
         match registry.0.deregister(&pod.set, &pod.name).await {
             Ok(Removal::Removed | Removal::NotRegistered) => deregistered = true,
             Ok(Removal::Busy) => {
-                return Err(format!(
-                    "kept: runner {} took a job (GitHub refuses to remove a busy runner); it is never killed",
-                    pod.name
-                ));
+                return Err(ChangeError::Busy(pod.name.clone()));
             }
             Err(e) => {
-                return Err(format!(
-                    "kept: removing runner {} from GitHub failed: {e}",
-                    pod.name
-                ));
+                return Err(ChangeError::Deregister {
+                    name: pod.name.clone(),
+                    source: Arc::new(e),
+                });
             }
         }
     }
@@ -319,9 +322,11 @@ async fn delete(
             code: Some(409),
             detail,
             ..
-        }) => Err(format!(
-            "not deleted: the Pod changed since it was planned ({detail}); the next run re-evaluates it"
-        )),
-        Err(e) => Err(e.to_string()),
+        }) => Err(ChangeError::ChangedSince {
+            what: "Pod",
+            when: "planned",
+            detail,
+        }),
+        Err(e) => Err(e.into()),
     }
 }

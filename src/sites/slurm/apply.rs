@@ -10,6 +10,7 @@
 //! Counts always come from the live queue, never from memory.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
 
@@ -26,7 +27,7 @@ use crate::plan::{Action, ApplyReport, SitePlan, Target};
 use crate::runners::JitRequest;
 use crate::runners::Removal;
 use crate::runners::RunnerId;
-use crate::sites::SiteContext;
+use crate::sites::{ChangeError, Settle, SiteContext};
 
 /// Driver calls in flight at once during apply.
 pub const CONCURRENCY: usize = 8;
@@ -112,7 +113,8 @@ async fn execute(ctx: &SiteContext<'_>, p: &Prepared, report: &mut ApplyReport) 
             } else {
                 driver.release(id).await
             };
-            (action, target, result.map_err(|e| format!("job {id}: {e}")))
+            let result = result.map_err(|e| ChangeError::slurm(format!("job {id}"), e));
+            (action, target, result)
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -137,15 +139,15 @@ async fn execute(ctx: &SiteContext<'_>, p: &Prepared, report: &mut ApplyReport) 
         let target = target(set, slot);
         match job_spec(ctx, p.templates.get(set), set, slot, &mut secrets) {
             Ok(spec) => specs.push((target, slot, spec)),
-            Err(e) => report.failed.push((Action::Create, target, e)),
+            Err(e) => report.failed.push((Action::Create, target, e.to_string())),
         }
     }
-    let submitted: Vec<(Target, u32, Result<u64, String>)> = stream::iter(specs)
+    let submitted: Vec<(Target, u32, Result<u64, ChangeError>)> = stream::iter(specs)
         .map(|(target, slot, spec)| async move {
             let result = driver
                 .submit_held(&spec)
                 .await
-                .map_err(|e| format!("submit: {e}"));
+                .map_err(|e| ChangeError::slurm("submit", e));
             (target, slot, result)
         })
         .buffer_unordered(CONCURRENCY)
@@ -155,7 +157,7 @@ async fn execute(ctx: &SiteContext<'_>, p: &Prepared, report: &mut ApplyReport) 
     for (target, slot, result) in submitted {
         match result {
             Ok(id) => held.push((target, slot, id)),
-            Err(e) => report.failed.push((Action::Create, target, e)),
+            Err(e) => report.failed.push((Action::Create, target, e.to_string())),
         }
     }
     if !held.is_empty() {
@@ -201,7 +203,7 @@ async fn retire_one(
     registry: &crate::sites::Registry,
     driver: &dyn SlurmDriver,
     r: &observe::Runner,
-) -> Option<(Action, Target, Result<(), String>)> {
+) -> Option<(Action, Target, Result<(), ChangeError>)> {
     let target = target(&r.identity.set, r.identity.slot);
     let name = r.runner_name();
     match registry.0.deregister(&r.identity.set, &name).await {
@@ -213,13 +215,16 @@ async fn retire_one(
             let result = driver
                 .cancel(r.id)
                 .await
-                .map_err(|e| format!("job {}: {e}", r.id));
+                .map_err(|e| ChangeError::slurm(format!("job {}", r.id), e));
             Some((Action::Delete, target, result))
         }
         Err(e) => Some((
             Action::Delete,
             target,
-            Err(format!("runner {name} could not be deregistered: {e}")),
+            Err(ChangeError::NotDeregistered {
+                name,
+                source: Arc::new(e),
+            }),
         )),
     }
 }
@@ -235,14 +240,15 @@ async fn settle(
     let jobs = match driver.jobs().await {
         Ok(jobs) => jobs,
         Err(e) => {
-            for (target, _, id) in held {
-                report.failed.push((
-                    Action::Create,
-                    target,
-                    format!(
-                        "job {id} was submitted held but the queue could not be re-read ({e}); the next apply releases it"
-                    ),
-                ));
+            let source = Arc::new(e);
+            for (target, _, job) in held {
+                let error = Settle::QueueUnread {
+                    job,
+                    source: source.clone(),
+                };
+                report
+                    .failed
+                    .push((Action::Create, target, error.to_string()));
             }
             return;
         }
@@ -314,12 +320,17 @@ async fn settle_one(
     target: Target,
     id: u64,
     lost_to: Option<Winner>,
-) -> Option<(Action, Target, Result<(), String>)> {
+) -> Option<(Action, Target, Result<(), ChangeError>)> {
     let Some(winner) = lost_to else {
         let r = driver
             .release(id)
             .await
-            .map_err(|e| format!("job {id} was submitted held, release failed: {e}"));
+            .map_err(|e| {
+                ChangeError::Settle(Settle::Release {
+                    job: id,
+                    source: Arc::new(e),
+                })
+            });
         return Some((Action::Create, target, r));
     };
     tracing::info!(job = id, winner = winner.id, slot = %target.name, "slot taken by another submit; cancelling ours");
@@ -327,44 +338,46 @@ async fn settle_one(
         return Some((
             Action::Create,
             target,
-            Err(format!(
-                "job {id} duplicates job {} and stays held; cancel failed: {e}",
-                winner.id
-            )),
+            Err(ChangeError::Settle(Settle::Duplicate {
+                job: id,
+                winner: winner.id,
+                source: Arc::new(e),
+            })),
         ));
     }
     if !winner.adopt {
         return None;
     }
     let r = driver.release(winner.id).await.map_err(|e| {
-        format!(
-            "held job {} (left by an interrupted apply) keeps the slot; release failed: {e}",
-            winner.id
-        )
+        ChangeError::Settle(Settle::Adopted {
+            job: winner.id,
+            source: Arc::new(e),
+        })
     });
     Some((Action::Create, target, r))
 }
 
-fn record(report: &mut ApplyReport, results: Vec<(Action, Target, Result<(), String>)>) {
+fn record(report: &mut ApplyReport, results: Vec<(Action, Target, Result<(), ChangeError>)>) {
     for (action, target, result) in results {
         match result {
             Ok(()) => report.applied.push((action, target)),
-            Err(e) => report.failed.push((action, target, e)),
+            Err(e) => report.failed.push((action, target, e.to_string())),
         }
     }
 }
 
 /// SecretRef values resolved once per apply.
 #[derive(Default)]
-struct SecretCache(BTreeMap<String, Result<Secret, String>>);
+struct SecretCache(BTreeMap<String, Result<Secret, ChangeError>>);
 
 impl SecretCache {
-    fn get(&mut self, ctx: &SiteContext<'_>, name: &str) -> Result<Secret, String> {
+    fn get(&mut self, ctx: &SiteContext<'_>, name: &str) -> Result<Secret, ChangeError> {
         self.0
             .entry(name.to_owned())
             .or_insert_with(|| match ctx.repo.secrets.get(name) {
-                None => Err(format!("SecretRef `{name}` does not exist")),
-                Some(s) => credentials::resolve(name, &s.value.spec).map_err(|e| e.to_string()),
+                None => Err(ChangeError::NoSecretRef(name.to_owned())),
+                Some(s) => credentials::resolve(name, &s.value.spec)
+                    .map_err(|e| ChangeError::Secret(Arc::new(e))),
             })
             .clone()
     }
@@ -377,8 +390,8 @@ fn job_spec(
     set: &str,
     slot: u32,
     secrets: &mut SecretCache,
-) -> Result<JobSpec, String> {
-    let t = template.ok_or_else(|| format!("runner set `{set}` was not rendered"))?;
+) -> Result<JobSpec, ChangeError> {
+    let t = template.ok_or_else(|| ChangeError::NotRendered(set.to_owned()))?;
     let mut spec = t.job(slot);
     for (var, secret) in &t.secret_env {
         let value = secrets.get(ctx, secret)?;
@@ -386,10 +399,11 @@ fn job_spec(
             .insert(var.clone(), value.expose().to_owned());
     }
     if t.needs_jit {
-        let registry = ctx.options.registry.as_ref().ok_or_else(|| {
-            "no JIT endpoint: the default runner command needs drover's JIT service (`drover serve`)"
-                .to_owned()
-        })?;
+        let registry = ctx
+            .options
+            .registry
+            .as_ref()
+            .ok_or(ChangeError::NoJitEndpoint)?;
         let grant = registry
             .0
             .slurm_grant(&JitRequest {
@@ -398,7 +412,7 @@ fn job_spec(
                 runner_set: set.to_owned(),
                 slot,
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ChangeError::Grant(Arc::new(e)))?;
         spec.environment.insert(jit::URL_VAR.into(), grant.url);
         spec.environment
             .insert(jit::TOKEN_VAR.into(), grant.token.expose().to_owned());

@@ -31,7 +31,7 @@ pub fn timeout(ctx: &SiteContext<'_>) -> Duration {
 }
 
 /// Connects to the site (no request is made yet).
-pub fn connect(ctx: &SiteContext<'_>) -> Result<Connection, String> {
+pub fn connect(ctx: &SiteContext<'_>) -> Result<Connection, ConnectError> {
     let site = ctx.name();
     let slurm = ctx
         .site
@@ -39,19 +39,25 @@ pub fn connect(ctx: &SiteContext<'_>) -> Result<Connection, String> {
         .spec
         .slurm
         .as_ref()
-        .ok_or_else(|| format!("Slurm site `{site}`: the site has no `slurm` settings"))?;
+        .ok_or_else(|| ConnectError::NoSettings(site.to_owned()))?;
     if let Some(rest) = &slurm.rest {
         let secret = ctx.repo.secrets.get(&rest.token_ref).ok_or_else(|| {
-            format!(
-                "Slurm site `{site}`: tokenRef names SecretRef `{}`, which does not exist",
-                rest.token_ref
-            )
+            ConnectError::NoSecretRef {
+                site: site.to_owned(),
+                secret: rest.token_ref.clone(),
+            }
         })?;
         let token = credentials::resolve(&rest.token_ref, &secret.value.spec)
-            .map_err(|e| format!("Slurm site `{site}`: cannot read its token: {e}"))?;
+            .map_err(|source| ConnectError::Token {
+                site: site.to_owned(),
+                source,
+            })?;
         let mut cfg = RestConfig::new(&rest.url, &rest.user, token);
         cfg.timeout = timeout(ctx);
-        let driver = RestDriver::new(cfg).map_err(|e| format!("Slurm site `{site}`: {e}"))?;
+        let driver = RestDriver::new(cfg).map_err(|source| ConnectError::Driver {
+            site: site.to_owned(),
+            source,
+        })?;
         return Ok(Connection {
             driver: Box::new(driver),
             user: Some(rest.user.clone()),
@@ -69,7 +75,40 @@ pub fn connect(ctx: &SiteContext<'_>) -> Result<Connection, String> {
             user: cli.user.clone(),
         });
     }
-    Err(format!(
-        "Slurm site `{site}`: neither `rest` nor `cli` is set"
-    ))
+    Err(ConnectError::NoDriver(site.to_owned()))
+}
+
+/// Why no driver could be built for a Slurm site. Never holds the token.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The site has no `slurm` block.
+    #[error("Slurm site `{0}`: the site has no `slurm` settings")]
+    NoSettings(String),
+    /// `tokenRef` names a SecretRef that is not declared.
+    #[error("Slurm site `{site}`: tokenRef names SecretRef `{secret}`, which does not exist")]
+    NoSecretRef {
+        /// The site.
+        site: String,
+        /// The SecretRef named.
+        secret: String,
+    },
+    /// The token cannot be read.
+    #[error("Slurm site `{site}`: cannot read its token: {source}")]
+    Token {
+        /// The site.
+        site: String,
+        /// Why.
+        source: credentials::CredentialError,
+    },
+    /// The REST client could not be built.
+    #[error("Slurm site `{site}`: {source}")]
+    Driver {
+        /// The site.
+        site: String,
+        /// Why.
+        source: super::Error,
+    },
+    /// Neither `rest` nor `cli` is set.
+    #[error("Slurm site `{0}`: neither `rest` nor `cli` is set")]
+    NoDriver(String),
 }

@@ -225,7 +225,7 @@ fn join(errors: &[ApiError]) -> String {
 /// Renders the site's runner job specs as JSON values, secrets masked (`drover render`).
 pub fn render_values(
     ctx: &super::SiteContext<'_>,
-) -> std::result::Result<Vec<serde_json::Value>, String> {
+) -> std::result::Result<Vec<serde_json::Value>, render::RenderError> {
     Ok(render::render(ctx)?
         .iter()
         .map(|t| t.to_value(ctx.desired_runners(&t.set)))
@@ -246,12 +246,16 @@ pub async fn plan(ctx: &super::SiteContext<'_>) -> crate::plan::SitePlan {
 pub async fn runner_job(
     ctx: &super::SiteContext<'_>,
     job_id: u64,
-) -> std::result::Result<Option<observe::Runner>, String> {
+) -> std::result::Result<Option<observe::Runner>, RunnerJobError> {
     let conn = connect::connect(ctx)?;
+    let site = || ctx.name().to_owned();
     let jobs = tokio::time::timeout(connect::timeout(ctx), conn.driver.jobs())
         .await
-        .map_err(|_| format!("Slurm site `{}` did not answer in time", ctx.name()))?
-        .map_err(|e| format!("Slurm site `{}`: {e}", ctx.name()))?;
+        .map_err(|_| RunnerJobError::Timeout(site()))?
+        .map_err(|source| RunnerJobError::Slurm {
+            site: site(),
+            source,
+        })?;
     Ok(
         observe::owned_runners(&jobs, ctx.fleet_name(), conn.user.as_deref())
             .into_iter()
@@ -371,4 +375,23 @@ mod tests {
             (None, None, Some(1007))
         );
     }
+}
+
+/// Why [`runner_job`] could not read the site's jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerJobError {
+    /// No driver for the site.
+    #[error(transparent)]
+    Connect(#[from] connect::ConnectError),
+    /// The site did not answer within its timeout.
+    #[error("Slurm site `{0}` did not answer in time")]
+    Timeout(String),
+    /// Reading the jobs failed.
+    #[error("Slurm site `{site}`: {source}")]
+    Slurm {
+        /// The site.
+        site: String,
+        /// Slurm's error.
+        source: Error,
+    },
 }

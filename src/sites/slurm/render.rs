@@ -110,8 +110,40 @@ impl RunnerTemplate {
     }
 }
 
+/// Why a Slurm site's runner jobs cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// The site is not a Slurm site.
+    #[error("site `{0}` is not a Slurm site")]
+    NotSlurm(String),
+    /// One runner set cannot be rendered.
+    #[error("site `{site}`, RunnerSet `{set}`: {problem}")]
+    Set {
+        /// The site.
+        site: String,
+        /// The runner set.
+        set: String,
+        /// What is wrong.
+        problem: SetProblem,
+    },
+}
+
+/// What keeps one runner set from rendering as a Slurm job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetProblem {
+    /// Neither the pool nor the site names a partition.
+    #[error("NodePool `{0}` names no partition and the site has no defaultPartition")]
+    NoPartition(String),
+    /// The cpu quantity does not parse.
+    #[error("cannot read cpu quantity `{0}`")]
+    Cpu(String),
+    /// The memory quantity does not parse.
+    #[error("cannot read memory quantity `{0}`")]
+    Memory(String),
+}
+
 /// Renders every runner set on the site, in name order.
-pub fn render(ctx: &SiteContext<'_>) -> Result<Vec<RunnerTemplate>, String> {
+pub fn render(ctx: &SiteContext<'_>) -> Result<Vec<RunnerTemplate>, RenderError> {
     let site_name = ctx.name();
     let slurm = ctx
         .site
@@ -119,7 +151,7 @@ pub fn render(ctx: &SiteContext<'_>) -> Result<Vec<RunnerTemplate>, String> {
         .spec
         .slurm
         .as_ref()
-        .ok_or_else(|| format!("site `{site_name}` is not a Slurm site"))?;
+        .ok_or_else(|| RenderError::NotSlurm(site_name.to_owned()))?;
     let mut out = Vec::new();
     for (name, set) in &ctx.repo.runner_sets {
         let Some(pool) = ctx.repo.pools.get(&set.value.spec.pool) else {
@@ -129,8 +161,13 @@ pub fn render(ctx: &SiteContext<'_>) -> Result<Vec<RunnerTemplate>, String> {
             continue;
         }
         out.push(
-            render_set(ctx, slurm, &pool.value, &set.value)
-                .map_err(|e| format!("site `{site_name}`, RunnerSet `{name}`: {e}"))?,
+            render_set(ctx, slurm, &pool.value, &set.value).map_err(|problem| {
+                RenderError::Set {
+                    site: site_name.to_owned(),
+                    set: name.clone(),
+                    problem,
+                }
+            })?,
         );
     }
     Ok(out)
@@ -156,19 +193,14 @@ fn render_set(
     slurm: &SlurmSite,
     pool: &NodePool,
     set: &RunnerSet,
-) -> Result<RunnerTemplate, String> {
+) -> Result<RunnerTemplate, SetProblem> {
     let spec = &set.spec;
     let pool_slurm = pool.spec.slurm.clone().unwrap_or_default();
     let partition = pool_slurm
         .partition
         .clone()
         .or_else(|| slurm.default_partition.clone())
-        .ok_or_else(|| {
-            format!(
-                "NodePool `{}` names no partition and the site has no defaultPartition",
-                pool.metadata.name
-            )
-        })?;
+        .ok_or_else(|| SetProblem::NoPartition(pool.metadata.name.clone()))?;
     let gres = spec.resources.gpu.as_ref().map(|gpu| {
         let model = pool
             .spec
@@ -182,12 +214,12 @@ fn render_set(
         }
     });
     let cpus = match &spec.resources.cpu {
-        Some(q) => parse_cpus(q).ok_or_else(|| format!("cannot read cpu quantity `{q}`"))?,
+        Some(q) => parse_cpus(q).ok_or_else(|| SetProblem::Cpu(q.clone()))?,
         None => 1,
     };
     let memory_mb = match &spec.resources.memory {
         Some(q) => {
-            Some(parse_memory_mb(q).ok_or_else(|| format!("cannot read memory quantity `{q}`"))?)
+            Some(parse_memory_mb(q).ok_or_else(|| SetProblem::Memory(q.clone()))?)
         }
         None => None,
     };

@@ -37,8 +37,8 @@ pub fn failed(ctx: &SiteContext<'_>, error: impl Into<String>) -> SitePlan {
 /// Connects, renders, observes (within the site timeout) and plans.
 pub async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
     let site = ctx.name();
-    let templates = render::render(ctx).map_err(|e| failed(ctx, e))?;
-    let conn = connect::connect(ctx).map_err(|e| failed(ctx, e))?;
+    let templates = render::render(ctx).map_err(|e| failed(ctx, e.to_string()))?;
+    let conn = connect::connect(ctx).map_err(|e| failed(ctx, e.to_string()))?;
     let timeout = connect::timeout(ctx);
     let observed = observe::observe(conn.driver.as_ref(), timeout)
         .await
