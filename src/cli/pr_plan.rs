@@ -209,7 +209,10 @@ async fn pr_context(opts: &PrArgs, client: Option<&GithubClient>) -> anyhow::Res
             let path = env("GITHUB_EVENT_PATH").ok_or_else(|| anyhow::anyhow!(
                 "`--pr` without a number reads the pull request from $GITHUB_EVENT_PATH, which is not set: pass --pr N --repo OWNER/NAME",
             ))?;
-            Ok(PrContext::from_event_file(Path::new(&path), repo.as_deref())?)
+            Ok(PrContext::from_event_file(
+                Path::new(&path),
+                repo.as_deref(),
+            )?)
         }
         Some(number) => {
             let repo = repo.ok_or(pr::PrError::NoRepo)?;
@@ -285,7 +288,9 @@ async fn plan_pr(
                     }
                     SiteMode::Live
                 }
-                Err(why) => SiteMode::Offline(format!("no credentials: {}", masker.text(&why.to_string()))),
+                Err(why) => {
+                    SiteMode::Offline(format!("no credentials: {}", masker.text(&why.to_string())))
+                }
             }
         };
         modes.insert(name.clone(), mode);

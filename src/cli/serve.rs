@@ -88,7 +88,7 @@ fn configure(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Box<dyn FleetSour
     };
     let kubeconfig = args.kubeconfig.clone().or(file.kubeconfig);
     if let Some(issues) = &file.drift_issues {
-        issues.check().map_err(anyhow::Error::msg)?;
+        issues.check()?;
     }
     let drift_issues = file.drift_issues.clone();
     let config = ServeConfig {

@@ -191,15 +191,12 @@ impl GithubClient {
         path: &str,
         body: Option<&Value>,
         etag: Option<&str>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Unsent> {
         let mut builder = http::Request::builder().method(method.clone()).uri(path);
         if let Some(etag) = etag {
             builder = builder.header(http::header::IF_NONE_MATCH, etag);
         }
-        let request = self
-            .crab
-            .build_request(builder, body)
-            .map_err(|e| e.to_string())?;
+        let request = self.crab.build_request(builder, body).map_err(Unsent)?;
         let response = match self.crab.execute(request).await {
             Ok(r) => r,
             // octocrab's own calls (minting an installation token) fail with GitHub's
@@ -211,15 +208,11 @@ impl GithubClient {
                     body: serde_json::json!({ "message": source.message }),
                 });
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Unsent(e)),
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = self
-            .crab
-            .body_to_string(response)
-            .await
-            .map_err(|e| e.to_string())?;
+        let text = self.crab.body_to_string(response).await.map_err(Unsent)?;
         let body = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -280,10 +273,10 @@ impl GithubClient {
             }
             if attempts > self.policy.max_retries {
                 return Err(match result {
-                    Err(message) if attempts == 1 => GithubError::Transport {
+                    Err(unsent) if attempts == 1 => GithubError::Transport {
                         method: method.to_string(),
                         path: path.into(),
-                        message,
+                        message: unsent.to_string(),
                     },
                     _ => GithubError::RetriesExhausted {
                         method: method.to_string(),
@@ -386,6 +379,11 @@ fn is_secondary_limit(reply: &Reply) -> bool {
             .as_str()
             .is_some_and(|m| m.to_ascii_lowercase().contains("secondary rate limit"))
 }
+
+/// A request that got no HTTP answer (octocrab's transport or body error).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct Unsent(octocrab::Error);
 
 #[cfg(test)]
 mod tests {

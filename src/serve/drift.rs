@@ -60,7 +60,7 @@ fn default_labels() -> Vec<String> {
 
 impl DriftIssues {
     /// Checks the repository name and the labels.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), IssuesConfigError> {
         let parts: Vec<&str> = self.repo.split('/').collect();
         let name_ok = |p: &str| {
             !p.is_empty()
@@ -68,22 +68,17 @@ impl DriftIssues {
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         if parts.len() != 2 || !parts.iter().all(|p| name_ok(p)) {
-            return Err(format!(
-                "driftIssues.repo `{}` is not `owner/name`",
-                self.repo
-            ));
+            return Err(IssuesConfigError::Repo(self.repo.clone()));
         }
         if self.labels.is_empty() {
-            return Err("driftIssues.labels needs at least one label".into());
+            return Err(IssuesConfigError::NoLabel);
         }
         if let Some(bad) = self
             .labels
             .iter()
             .find(|l| l.trim().is_empty() || l.contains(','))
         {
-            return Err(format!(
-                "driftIssues.labels: `{bad}` is empty or contains a comma"
-            ));
+            return Err(IssuesConfigError::Label(bad.clone()));
         }
         Ok(())
     }
@@ -91,6 +86,52 @@ impl DriftIssues {
     /// The label issues are found by.
     pub fn label(&self) -> &str {
         &self.labels[0]
+    }
+}
+
+/// What is wrong with the `driftIssues` settings.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuesConfigError {
+    /// The repository is not `owner/name`.
+    #[error("driftIssues.repo `{0}` is not `owner/name`")]
+    Repo(String),
+    /// No label is given.
+    #[error("driftIssues.labels needs at least one label")]
+    NoLabel,
+    /// A label is empty or holds a comma.
+    #[error("driftIssues.labels: `{0}` is empty or contains a comma")]
+    Label(String),
+}
+
+/// Why a drift-issue sync failed (in part).
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("GitHub connection: {0}")]
+    Connect(crate::github::connect::ConnectError),
+    #[error("syncing drift issues took over {0}s")]
+    TooSlow(u64),
+    #[error(transparent)]
+    Github(#[from] GithubError),
+    #[error("site {site}: issue #{number}: {source}")]
+    Unreadable {
+        site: String,
+        number: u64,
+        source: GithubError,
+    },
+}
+
+impl SyncError {
+    /// GitHub refused the credentials (maybe a rotated token).
+    fn unauthorized(&self) -> bool {
+        let github = match self {
+            SyncError::Github(e) | SyncError::Unreadable { source: e, .. } => e,
+            SyncError::Connect(_) | SyncError::TooSlow(_) => return false,
+        };
+        matches!(
+            github,
+            GithubError::Status { status: 401, .. }
+                | GithubError::RetriesExhausted { status: 401, .. }
+        )
     }
 }
 
@@ -503,7 +544,11 @@ impl Service {
     }
 
     /// The GitHub client of the fleet's connection, built once per revision.
-    fn issues_client(&self, revision: &str, repo: &FleetRepo) -> Result<Arc<GithubClient>, String> {
+    fn issues_client(
+        &self,
+        revision: &str,
+        repo: &FleetRepo,
+    ) -> Result<Arc<GithubClient>, SyncError> {
         let mut cached = self.issues_client.lock().expect("issues client lock");
         if let Some((rev, client)) = cached.as_ref()
             && rev == revision
@@ -517,10 +562,8 @@ impl Service {
             reserve: 50,
             ..RetryPolicy::default()
         };
-        let client = Arc::new(
-            crate::github::connect::client(repo, policy)
-                .map_err(|e| format!("GitHub connection: {e}"))?,
-        );
+        let client =
+            Arc::new(crate::github::connect::client(repo, policy).map_err(SyncError::Connect)?);
         *cached = Some((revision.to_string(), client.clone()));
         Ok(client)
     }
@@ -541,10 +584,7 @@ impl Service {
                 match tokio::time::timeout(SYNC_LIMIT, self.sync_with(&client, &cfg, desired)).await
                 {
                     Ok(r) => r,
-                    Err(_) => Err(format!(
-                        "syncing drift issues took over {}s",
-                        SYNC_LIMIT.as_secs()
-                    )),
+                    Err(_) => Err(SyncError::TooSlow(SYNC_LIMIT.as_secs())),
                 }
             }
             Err(err) => Err(err),
@@ -552,7 +592,7 @@ impl Service {
         if let Err(err) = &result {
             self.metrics.drift_issue_errors.inc();
             tracing::warn!(error = %err, repo = %cfg.repo, "syncing drift issues failed");
-            if err.contains("HTTP 401") {
+            if err.unauthorized() {
                 // Maybe a rotated token: read the connection again next time.
                 *self.issues_client.lock().expect("issues client lock") = None;
             }
@@ -562,7 +602,7 @@ impl Service {
             repo: cfg.repo.clone(),
             label: cfg.label().to_string(),
             last_sync: Some(super::clock::now()),
-            error: result.err(),
+            error: result.err().map(|e| e.to_string()),
         });
     }
 
@@ -571,11 +611,8 @@ impl Service {
         client: &GithubClient,
         cfg: &DriftIssues,
         desired: &BTreeMap<String, Desired>,
-    ) -> Result<(), String> {
-        let mut open = client
-            .open_issues(&cfg.repo, cfg.label())
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(), SyncError> {
+        let mut open = client.open_issues(&cfg.repo, cfg.label()).await?;
         // An issue drover knows (it made or kept it) but the listing lacks: the listing may
         // lag behind a create, or someone removed the label. Look it up before anything
         // could create a second one.
@@ -589,7 +626,7 @@ impl Service {
         };
         // One issue that cannot be read is that site's failure alone: the site is left as
         // it is this round (nothing created, so no duplicate), and the others go on.
-        let mut first_error: Option<String> = None;
+        let mut first_error: Option<SyncError> = None;
         let mut unreadable: BTreeSet<String> = BTreeSet::new();
         for (site, number) in known {
             match client.issue(&cfg.repo, number).await {
@@ -603,8 +640,12 @@ impl Service {
                 Err(err) => {
                     self.metrics.drift_issue_errors.inc();
                     tracing::warn!(site = %site, issue = number, error = %err, "reading drift issue failed; site skipped this round");
-                    first_error.get_or_insert(format!("site {site}: issue #{number}: {err}"));
-                    unreadable.insert(site);
+                    unreadable.insert(site.clone());
+                    first_error.get_or_insert(SyncError::Unreadable {
+                        site,
+                        number,
+                        source: err,
+                    });
                 }
             }
         }
@@ -668,7 +709,7 @@ impl Service {
                 Err(err) => {
                     self.metrics.drift_issue_errors.inc();
                     tracing::warn!(site = %site, action = what, error = %err, "drift issue write failed");
-                    first_error.get_or_insert(err.to_string());
+                    first_error.get_or_insert(err.into());
                 }
             }
         }

@@ -39,24 +39,48 @@ pub struct LeaseConfig {
 
 impl LeaseConfig {
     /// A client for the cluster holding the Lease.
-    pub async fn client(&self) -> Result<kube::Client, String> {
+    pub async fn client(&self) -> Result<kube::Client, LeaseClientError> {
         crate::tls::install_crypto_provider();
         let config = match &self.kubeconfig {
             Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                    LeaseClientError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    }
+                })?;
                 let options = kube::config::KubeConfigOptions {
                     context: self.context.clone(),
                     ..Default::default()
                 };
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                    .await
-                    .map_err(|e| e.to_string())?
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
             }
-            None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+            None => kube::Config::infer().await?,
         };
-        kube::Client::try_from(config).map_err(|e| e.to_string())
+        Ok(kube::Client::try_from(config)?)
     }
+}
+
+/// Why no client for the lease's cluster could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseClientError {
+    /// The kubeconfig file cannot be read.
+    #[error("kubeconfig {path}: {source}")]
+    Read {
+        /// Its path.
+        path: String,
+        /// Why.
+        source: kube::config::KubeconfigError,
+    },
+    /// The kubeconfig has no usable context.
+    #[error(transparent)]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// No kubeconfig and not in a cluster.
+    #[error(transparent)]
+    Infer(#[from] kube::config::InferConfigError),
+    /// The client could not be built.
+    #[error(transparent)]
+    Client(#[from] kube::Error),
 }
 
 /// What one election round found.

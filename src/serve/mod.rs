@@ -62,7 +62,7 @@ pub struct Snapshot {
 pub trait FleetSource: Send + Sync {
     /// Fetches the newest revision. Errors are shown to people, so they never contain
     /// credentials.
-    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, String>>;
+    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, FetchError>>;
     /// A description for the status page (a URL without credentials, or a path).
     fn location(&self) -> String;
     /// A local directory to watch for changes (each burst of changes triggers a poll),
@@ -75,16 +75,34 @@ pub trait FleetSource: Send + Sync {
 /// A fleet read from a local directory; the revision is a digest of its YAML files.
 pub struct LocalDir(pub PathBuf);
 
+/// Why the service could not read its fleet source. Never holds a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The git remote.
+    #[error(transparent)]
+    Git(#[from] crate::source::SourceError),
+    /// A file or directory of a local fleet.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The reading task died.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 impl FleetSource for LocalDir {
-    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, String>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, FetchError>> {
         let dir = self.0.clone();
         Box::pin(async move {
             let digest = tokio::task::spawn_blocking({
                 let dir = dir.clone();
                 move || digest_dir(&dir)
             })
-            .await
-            .map_err(|e| e.to_string())??;
+            .await??;
             Ok(Snapshot {
                 revision: digest,
                 dir,
@@ -102,11 +120,13 @@ impl FleetSource for LocalDir {
 }
 
 /// A stable digest of every file's path and content under `dir` (hidden entries skipped).
-fn digest_dir(dir: &std::path::Path) -> Result<String, String> {
+fn digest_dir(dir: &std::path::Path) -> Result<String, FetchError> {
     use sha2::{Digest, Sha256};
     let mut files = Vec::new();
-    collect_files(dir, dir, &mut files)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    collect_files(dir, dir, &mut files).map_err(|source| FetchError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     files.sort();
     let mut hash = Sha256::new();
     for (rel, path) in files {
@@ -114,9 +134,11 @@ fn digest_dir(dir: &std::path::Path) -> Result<String, String> {
         // Only regular files are read: a FIFO or device would block the read forever. Others
         // count by name; validation then reports them (E109).
         if let Some(path) = path {
-            hash.update(
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-            );
+            let content = std::fs::read(&path).map_err(|source| FetchError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            hash.update(content);
         }
     }
     Ok(format!("dir-{}", &hex::encode(hash.finalize())[..12]))
@@ -342,7 +364,8 @@ impl Service {
             Err(err) => {
                 tracing::error!(error = %err, "fetching the fleet failed; keeping the last good revision");
                 self.metrics.source_errors.inc();
-                self.status.write().expect("status lock").source.fetch_error = Some(err);
+                self.status.write().expect("status lock").source.fetch_error =
+                    Some(err.to_string());
                 return false;
             }
         };
@@ -766,14 +789,10 @@ async fn tickers(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<b
 pub struct GitFleet(pub crate::source::GitSource);
 
 impl FleetSource for GitFleet {
-    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, String>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<Snapshot, FetchError>> {
         Box::pin(async move {
-            let revision = self.0.fetch().await.map_err(|e| e.to_string())?;
-            let snapshot = self
-                .0
-                .snapshot(&revision)
-                .await
-                .map_err(|e| e.to_string())?;
+            let revision = self.0.fetch().await?;
+            let snapshot = self.0.snapshot(&revision).await?;
             Ok(Snapshot {
                 revision: revision.commit.clone(),
                 dir: snapshot.path().to_path_buf(),

@@ -19,9 +19,7 @@ pub enum ChangeError {
     #[error("not applied: {0}")]
     Blocked(String),
     /// A dry run cannot send objects into a namespace that does not exist yet.
-    #[error(
-        "skipped in dry run: namespace {0} does not exist yet (it would be created first)"
-    )]
+    #[error("skipped in dry run: namespace {0} does not exist yet (it would be created first)")]
     NamespaceNotYetCreated(String),
     /// Server-side apply refused: another field manager owns the fields.
     #[error(
@@ -29,7 +27,9 @@ pub enum ChangeError {
     )]
     Conflict(String),
     /// The object changed between the check and the delete (a failed precondition).
-    #[error("not deleted: the {what} changed since it was {when} ({detail}); the next run re-evaluates it")]
+    #[error(
+        "not deleted: the {what} changed since it was {when} ({detail}); the next run re-evaluates it"
+    )]
     ChangedSince {
         /// `object` or `Pod`.
         what: &'static str,

@@ -70,7 +70,7 @@ impl GitSource {
         if config.url.trim().is_empty() {
             return Err(invalid("the URL is empty".into()));
         }
-        check_reference(&config.reference).map_err(invalid)?;
+        check_reference(&config.reference).map_err(|e| invalid(e.to_string()))?;
         if config.timeout.is_zero() {
             return Err(invalid("the timeout must be positive".into()));
         }
@@ -259,7 +259,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn check_reference(reference: &GitReference) -> Result<(), String> {
+fn check_reference(reference: &GitReference) -> Result<(), BadReference> {
     match reference {
         GitReference::Branch(name)
             if git2::Reference::is_valid_name(&format!("refs/heads/{name}")) =>
@@ -274,9 +274,18 @@ fn check_reference(reference: &GitReference) -> Result<(), String> {
         {
             Ok(())
         }
-        GitReference::Commit(id) => Err(format!("`{id}` is not a commit id (7 to 64 hex digits)")),
-        other => Err(format!("{other} is not a valid git reference name")),
+        GitReference::Commit(id) => Err(BadReference::Commit(id.clone())),
+        other => Err(BadReference::Name(other.to_string())),
     }
+}
+
+/// A branch, tag or commit that git would refuse.
+#[derive(Debug, thiserror::Error)]
+enum BadReference {
+    #[error("`{0}` is not a commit id (7 to 64 hex digits)")]
+    Commit(String),
+    #[error("{0} is not a valid git reference name")]
+    Name(String),
 }
 
 /// libgit2's socket timeouts are process-wide; they are set once, from the first source.

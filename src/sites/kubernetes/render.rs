@@ -845,9 +845,7 @@ enum NoSecretKeyRef {
     OtherNamespace { secret: String, runners: String },
     #[error("its ExternalSecret is rendered on site {0}")]
     ExternalSecretElsewhere(String),
-    #[error(
-        "env and file SecretRefs are for drover itself and are never copied into a cluster"
-    )]
+    #[error("env and file SecretRefs are for drover itself and are never copied into a cluster")]
     NotForClusters,
 }
 

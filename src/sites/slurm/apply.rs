@@ -322,15 +322,12 @@ async fn settle_one(
     lost_to: Option<Winner>,
 ) -> Option<(Action, Target, Result<(), ChangeError>)> {
     let Some(winner) = lost_to else {
-        let r = driver
-            .release(id)
-            .await
-            .map_err(|e| {
-                ChangeError::Settle(Settle::Release {
-                    job: id,
-                    source: Arc::new(e),
-                })
-            });
+        let r = driver.release(id).await.map_err(|e| {
+            ChangeError::Settle(Settle::Release {
+                job: id,
+                source: Arc::new(e),
+            })
+        });
         return Some((Action::Create, target, r));
     };
     tracing::info!(job = id, winner = winner.id, slot = %target.name, "slot taken by another submit; cancelling ours");

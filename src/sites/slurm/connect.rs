@@ -41,16 +41,20 @@ pub fn connect(ctx: &SiteContext<'_>) -> Result<Connection, ConnectError> {
         .as_ref()
         .ok_or_else(|| ConnectError::NoSettings(site.to_owned()))?;
     if let Some(rest) = &slurm.rest {
-        let secret = ctx.repo.secrets.get(&rest.token_ref).ok_or_else(|| {
-            ConnectError::NoSecretRef {
-                site: site.to_owned(),
-                secret: rest.token_ref.clone(),
-            }
-        })?;
-        let token = credentials::resolve(&rest.token_ref, &secret.value.spec)
-            .map_err(|source| ConnectError::Token {
-                site: site.to_owned(),
-                source,
+        let secret =
+            ctx.repo
+                .secrets
+                .get(&rest.token_ref)
+                .ok_or_else(|| ConnectError::NoSecretRef {
+                    site: site.to_owned(),
+                    secret: rest.token_ref.clone(),
+                })?;
+        let token =
+            credentials::resolve(&rest.token_ref, &secret.value.spec).map_err(|source| {
+                ConnectError::Token {
+                    site: site.to_owned(),
+                    source,
+                }
             })?;
         let mut cfg = RestConfig::new(&rest.url, &rest.user, token);
         cfg.timeout = timeout(ctx);

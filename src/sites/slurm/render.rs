@@ -218,9 +218,7 @@ fn render_set(
         None => 1,
     };
     let memory_mb = match &spec.resources.memory {
-        Some(q) => {
-            Some(parse_memory_mb(q).ok_or_else(|| SetProblem::Memory(q.clone()))?)
-        }
+        Some(q) => Some(parse_memory_mb(q).ok_or_else(|| SetProblem::Memory(q.clone()))?),
         None => None,
     };
     let fleet = ctx.fleet_name();
