@@ -12,10 +12,10 @@
 
 pub mod config;
 pub mod controller;
-pub mod decide;
+pub(crate) mod decide;
 pub mod demand;
-pub mod error;
-pub mod labels;
+pub(crate) mod error;
+pub(crate) mod labels;
 pub mod matching;
 pub mod metrics;
 

@@ -4,15 +4,15 @@
 //! document's kind, schema and inline secrets and build the typed [`FleetRepo`]
 //! ([`repo`]), then run the semantic rules ([`rules`]). Nothing here does network I/O.
 
-pub mod diagnostic;
+pub(crate) mod diagnostic;
 pub mod load;
 pub mod model;
-pub mod quantity;
-pub mod repo;
-pub mod rules;
+pub(crate) mod quantity;
+pub(crate) mod repo;
+pub(crate) mod rules;
 pub mod schema;
-pub mod secrets;
-pub mod yaml;
+pub(crate) mod secrets;
+pub(crate) mod yaml;
 
 use std::path::Path;
 

@@ -9,11 +9,11 @@
 //! `Retry-After`), and stops before the request budget runs out. Errors never contain
 //! tokens or keys.
 
-pub mod api;
+pub(crate) mod api;
 pub mod client;
-pub mod connect;
-pub mod error;
-pub mod issues;
+pub(crate) mod connect;
+pub(crate) mod error;
+pub(crate) mod issues;
 pub mod pulls;
 
 pub use api::{JitConfig, JitRequest, QueuedJob, Runner, RunnerGroup, Scope};

@@ -5,7 +5,7 @@
 //! the unified diff, and the renderers (text, markdown, JSON). Kubernetes objects and
 //! Slurm runner jobs both become [`Change`]s, site checks become [`Finding`]s.
 
-pub mod diff;
+pub(crate) mod diff;
 pub mod render;
 mod runner;
 

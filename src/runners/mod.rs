@@ -15,7 +15,7 @@
 mod id;
 mod name;
 mod registry;
-pub mod scale_down;
+pub(crate) mod scale_down;
 
 pub use id::{ParseRunnerIdError, RunnerId, Slot};
 pub use name::{runner_name, runner_prefix, set_of_runner};

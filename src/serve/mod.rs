@@ -8,18 +8,18 @@
 //! site concurrently with its own deadline. A shutdown signal stops intake; an in-flight
 //! run finishes before the loop exits.
 
-pub mod autoscale;
+pub(crate) mod autoscale;
 pub mod client;
 mod clock;
 pub mod config;
 pub mod drift;
-pub mod http;
+pub(crate) mod http;
 pub mod lease;
-pub mod listener;
+pub(crate) mod listener;
 pub mod metrics;
-pub mod page;
+pub(crate) mod page;
 mod site_worker;
-pub mod status;
+pub(crate) mod status;
 pub mod webhook;
 
 use std::collections::HashMap;

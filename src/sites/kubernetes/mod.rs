@@ -11,17 +11,17 @@
 //! Behaviour for operators is
 //! documented in `docs/kubernetes.md`.
 
-pub mod apply;
-pub mod checks;
+pub(crate) mod apply;
+pub(crate) mod checks;
 pub mod client;
 pub mod kinds;
-pub mod normalize;
+pub(crate) mod normalize;
 pub mod observe;
 pub mod plan;
 pub mod render;
-pub mod runner_pods;
-pub mod runners;
-pub mod site_cache;
+pub(crate) mod runner_pods;
+pub(crate) mod runners;
+pub(crate) mod site_cache;
 
 use super::SiteContext;
 use crate::fleet::model::{Engine, SitePolicy};
@@ -151,7 +151,6 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         .as_ref()
         .map(|f| f as &dyn Fn(&str) -> Option<crate::runners::RegisteredRunner>);
     let inputs = runners::RunnerInputs {
-        fleet: &fleet,
         namespace: &rendered.namespace,
         desired: &desired,
         prune: settings.prune && settings.desired_complete,

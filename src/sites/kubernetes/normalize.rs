@@ -17,19 +17,6 @@ pub const REDACTED: &str = "<redacted>";
 /// Marker shown instead of a secret value that differs from the live one.
 pub const REDACTED_CHANGED: &str = "<redacted: changed>";
 
-/// Metadata fields never compared (server-managed).
-const SERVER_METADATA: [&str; 9] = [
-    "managedFields",
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "generation",
-    "selfLink",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "ownerReferences",
-];
-
 /// The merge key fields of list items, by list field name (strategic-merge / SSA keys).
 fn merge_key(field: &str, item: &Value) -> Option<Vec<&'static str>> {
     let keys: &[&'static str] = match field {
@@ -209,22 +196,6 @@ fn matches_field(field: &str, desired: &Value, live: &Value) -> bool {
         (Value::Object(_) | Value::Array(_), _) => false,
         (d, l) => d == l,
     }
-}
-
-/// Removes server-managed fields from a live object (for delete diffs and display).
-pub fn strip_server_fields(live: &Value) -> Value {
-    let mut v = live.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("status");
-        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in SERVER_METADATA {
-                meta.remove(f);
-            }
-            meta.remove("annotations");
-        }
-    }
-    drop_empty(&mut v);
-    v
 }
 
 /// Masks Secret values in a pair of (live, desired) views of the same object. A key whose

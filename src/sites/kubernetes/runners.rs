@@ -49,8 +49,6 @@ pub const ENGINE: &str = "drover";
 pub const JIT_ENV: &str = "ACTIONS_RUNNER_INPUT_JITCONFIG";
 /// The key of the per-runner Secret holding the JIT config.
 pub const JIT_KEY: &str = "jitconfig";
-/// Default start deadline in seconds (Fleet `reconcile.runnerStartTimeoutSeconds`).
-pub const DEFAULT_START_TIMEOUT_SECS: u64 = 600;
 
 /// The label selector of the runner Pods drover created for `fleet`.
 pub fn runner_pod_selector(fleet: &str) -> String {
@@ -316,8 +314,6 @@ pub type Registrations<'a> = Option<&'a dyn Fn(&str) -> Option<RegisteredRunner>
 
 /// Inputs of the runner plan besides the Pods.
 pub struct RunnerInputs<'a> {
-    /// The owning fleet.
-    pub fleet: &'a str,
     /// The runner namespace of the site.
     pub namespace: &'a str,
     /// Declared `engine: drover` runner sets of the site.
@@ -348,13 +344,6 @@ impl RunnerPlan {
         self.ops.iter().map(RunnerOp::change).collect()
     }
 
-    /// Number of Pods to create.
-    pub fn creates(&self) -> usize {
-        self.ops
-            .iter()
-            .filter(|op| matches!(op, RunnerOp::Create { .. }))
-            .count()
-    }
 }
 
 /// Plans every runner set of the site. Pure.
@@ -818,7 +807,6 @@ mod tests {
             .as_ref()
             .map(|f| f as &dyn Fn(&str) -> Option<RegisteredRunner>);
         let inputs = RunnerInputs {
-            fleet: "ci",
             namespace: NS,
             desired,
             prune,
@@ -827,6 +815,13 @@ mod tests {
             registered: lookup_ref,
         };
         plan_runners(&inputs, pods)
+    }
+
+    fn creates(plan: &RunnerPlan) -> usize {
+        plan.ops
+            .iter()
+            .filter(|op| matches!(op, RunnerOp::Create { .. }))
+            .count()
     }
 
     fn summary(plan: &RunnerPlan) -> Vec<String> {
@@ -875,12 +870,12 @@ mod tests {
         let none = HashMap::new();
         // desired above max: clamped.
         let plan = run(&[set("s", 9, 2)], &[], Some(&none), false);
-        assert_eq!(plan.creates(), 2);
+        assert_eq!(creates(&plan), 2);
         // A terminating pod still holds a slot.
         let mut t = pod("t", "s", Phase::Running, 5);
         t.terminating = true;
         let plan = run(&[set("s", 2, 2)], &[t], Some(&none), false);
-        assert_eq!(plan.creates(), 1);
+        assert_eq!(creates(&plan), 1);
         // A replaced pod too: the replacement comes once it is gone.
         let stuck = pod("p", "s", Phase::Pending, 601);
         let plan = run(
@@ -889,9 +884,9 @@ mod tests {
             Some(&none),
             false,
         );
-        assert_eq!(plan.creates(), 1);
+        assert_eq!(creates(&plan), 1);
         let plan = run(&[set("s", 1, 4)], &[stuck], Some(&none), false);
-        assert_eq!(plan.creates(), 1, "below max the replacement is immediate");
+        assert_eq!(creates(&plan), 1, "below max the replacement is immediate");
     }
 
     #[test]
@@ -925,7 +920,7 @@ mod tests {
         );
         // Finished pods do not count: a set of 1 gets a new runner.
         let plan = run(&[set("s", 1, 4)], &pods, Some(&registered), false);
-        assert_eq!(plan.creates(), 1);
+        assert_eq!(creates(&plan), 1);
     }
 
     #[test]
@@ -963,7 +958,7 @@ mod tests {
             !gone.contains(&"busy".to_string()),
             "a busy runner is never removed"
         );
-        assert_eq!(plan.creates(), 0);
+        assert_eq!(creates(&plan), 0);
     }
 
     #[test]
@@ -1006,7 +1001,7 @@ mod tests {
                 ("offline".into(), DeleteReason::StartTimeout, true),
             ]
         );
-        assert_eq!(plan.creates(), 3, "replacements for the three");
+        assert_eq!(creates(&plan), 3, "replacements for the three");
         let finding = &plan.findings[0];
         assert_eq!(finding.code, "runner-start-timeout");
         assert!(
@@ -1060,7 +1055,7 @@ mod tests {
     #[test]
     fn without_a_registry_creates_carry_a_finding() {
         let plan = run(&[set("s", 1, 1)], &[], None, false);
-        assert_eq!(plan.creates(), 1);
+        assert_eq!(creates(&plan), 1);
         assert_eq!(plan.findings[0].code, "runner-registry-missing");
         let plan = run(&[set("s", 0, 1)], &[], None, false);
         assert!(plan.findings.is_empty());

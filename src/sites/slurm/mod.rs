@@ -12,19 +12,19 @@
 //! [`mod@apply`]. [`identity`] owns the job name/comment format, [`connect`] builds a driver
 //! from a Site, [`jit`] is the hand-off of GitHub JIT configs to starting jobs.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod cli;
-pub mod connect;
+pub(crate) mod connect;
 pub mod identity;
-pub mod jit;
+pub(crate) mod jit;
 pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod rest;
-pub mod site;
+pub(crate) mod site;
 #[cfg(test)]
 mod testdata;
-pub mod types;
+pub(crate) mod types;
 mod wire;
 
 pub use wire::ApiVersion;
