@@ -11,10 +11,10 @@ use std::collections::BTreeSet;
 use crate::fleet::model::RunnerSetSpec;
 
 /// Labels every drover runner has besides its set's own: drover runs Linux x64 runners.
-pub const DEFAULT_LABELS: [&str; 3] = ["self-hosted", "linux", "x64"];
+pub(crate) const DEFAULT_LABELS: [&str; 3] = ["self-hosted", "linux", "x64"];
 
 /// A label in the form GitHub compares it: trimmed and lowercased.
-pub fn normalize(label: &str) -> String {
+pub(crate) fn normalize(label: &str) -> String {
     label.trim().to_lowercase()
 }
 

@@ -295,7 +295,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Sorts diagnostics by file, position and code, so output is stable.
-pub fn sort(diagnostics: &mut [Diagnostic]) {
+pub(crate) fn sort(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.code, &a.message)
             .cmp(&(&b.file, b.line, b.column, b.code, &b.message))

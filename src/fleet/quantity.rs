@@ -18,14 +18,14 @@ const DECIMAL: [(&str, u32); 6] = [("E", 6), ("P", 5), ("T", 4), ("G", 3), ("M",
 /// A parsed quantity: an exact value in thousandths of the base unit (milli-units), and
 /// whether it was written with a binary suffix (which decides the canonical suffix family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quantity {
+pub(crate) struct Quantity {
     milli: u128,
     binary: bool,
 }
 
 impl Quantity {
     /// Parses `2`, `500m`, `1.5`, `4Gi`, `128M`. `None` for anything else.
-    pub fn parse(s: &str) -> Option<Quantity> {
+    pub(crate) fn parse(s: &str) -> Option<Quantity> {
         let s = s.trim();
         let split = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -70,17 +70,17 @@ impl Quantity {
     }
 
     /// Whole units, rounded up (`500m` CPU → 1).
-    pub fn ceil_units(self) -> u128 {
+    pub(crate) fn ceil_units(self) -> u128 {
         self.milli.div_ceil(1000)
     }
 
     /// Mebibytes, rounded up (`120Gi` → 122880, `1G` → 954).
-    pub fn ceil_mebibytes(self) -> u128 {
+    pub(crate) fn ceil_mebibytes(self) -> u128 {
         self.milli.div_ceil(1000 << 20)
     }
 
     /// The quantity times `n`.
-    pub fn times(self, n: u32) -> Quantity {
+    pub(crate) fn times(self, n: u32) -> Quantity {
         Quantity {
             milli: self.milli.saturating_mul(u128::from(n)),
             binary: self.binary,
@@ -88,7 +88,7 @@ impl Quantity {
     }
 
     /// The sum of two quantities (binary if either is).
-    pub fn plus(self, other: Quantity) -> Quantity {
+    pub(crate) fn plus(self, other: Quantity) -> Quantity {
         Quantity {
             milli: self.milli.saturating_add(other.milli),
             binary: self.binary || other.binary,
@@ -97,7 +97,7 @@ impl Quantity {
 
     /// The canonical text: the largest suffix of the value's family that keeps an integer,
     /// `m` for fractions, as the API server serialises quantities.
-    pub fn canonical(self) -> String {
+    pub(crate) fn canonical(self) -> String {
         if self.milli == 0 {
             return "0".to_string();
         }

@@ -83,7 +83,7 @@ impl FleetRepo {
 }
 
 /// Checks each document (in parallel) and adds the valid ones to a [`FleetRepo`].
-pub fn build(
+pub(crate) fn build(
     docs: Vec<SourceDoc>,
     validators: &Validators,
     diagnostics: &mut Vec<Diagnostic>,

@@ -13,7 +13,7 @@ use super::schema::dotted;
 use super::yaml::Pos;
 
 /// Runs every rule and returns what they found.
-pub fn check(repo: &FleetRepo, errors_so_far: bool) -> Vec<Diagnostic> {
+pub(crate) fn check(repo: &FleetRepo, errors_so_far: bool) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     fleet_singleton(repo, &mut out);
     references(repo, &mut out);
@@ -626,10 +626,10 @@ static IMAGE_REFERENCE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock:
 });
 
 /// The ARC chart's limit on a scale set's name.
-pub const ARC_SCALE_SET_NAME_MAX: usize = 45;
+pub(crate) const ARC_SCALE_SET_NAME_MAX: usize = 45;
 
 /// Why `ns` is not a valid namespace name, if it is not.
-pub fn namespace_problem(ns: &str) -> Option<String> {
+pub(crate) fn namespace_problem(ns: &str) -> Option<String> {
     (ns.len() > 63 || !DNS1123_LABEL.is_match(ns)).then(|| {
         format!("`{}` is not a valid namespace: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", shorten(ns))
     })
@@ -642,7 +642,7 @@ fn subdomain_problem(name: &str) -> Option<String> {
 }
 
 /// Why `key` is not a valid label (or annotation) key, if it is not.
-pub fn label_key_problem(key: &str) -> Option<String> {
+pub(crate) fn label_key_problem(key: &str) -> Option<String> {
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -655,14 +655,14 @@ pub fn label_key_problem(key: &str) -> Option<String> {
 }
 
 /// Why `value` is not a valid label value, if it is not.
-pub fn label_value_problem(value: &str) -> Option<String> {
+pub(crate) fn label_value_problem(value: &str) -> Option<String> {
     (!value.is_empty() && (value.len() > 63 || !QUALIFIED_NAME.is_match(value))).then(|| {
         format!("`{}` ({} characters) is not a valid label value: at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", shorten(value), value.chars().count())
     })
 }
 
 /// Why `image` is not a container image reference, if it is not.
-pub fn image_problem(image: &str) -> Option<String> {
+pub(crate) fn image_problem(image: &str) -> Option<String> {
     (image.len() > 4096 || !IMAGE_REFERENCE.is_match(image)).then(|| {
         format!("`{}` is not a container image reference ([registry/]path[:tag][@digest], lower-case path)", shorten(image))
     })

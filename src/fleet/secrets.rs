@@ -11,7 +11,7 @@ use regex::RegexSet;
 
 /// What kind of secret a value looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretKind {
+pub(crate) enum SecretKind {
     /// `-----BEGIN ... PRIVATE KEY-----`
     PrivateKey,
     /// `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` tokens and fine-grained `github_pat_` tokens.
@@ -26,7 +26,7 @@ pub enum SecretKind {
 
 impl SecretKind {
     /// A short description for messages.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             SecretKind::PrivateKey => "a private key",
             SecretKind::GithubToken => "a GitHub token",
@@ -58,7 +58,7 @@ static PATTERNS: LazyLock<RegexSet> = LazyLock::new(|| {
 
 /// Checks one string. `entropy_check` turns on the high-entropy heuristic (used for env
 /// values, where nothing legitimate is both long and random).
-pub fn scan(value: &str, entropy_check: bool) -> Option<SecretKind> {
+pub(crate) fn scan(value: &str, entropy_check: bool) -> Option<SecretKind> {
     if let Some(i) = PATTERNS.matches(value).iter().next() {
         return Some(KINDS[i]);
     }

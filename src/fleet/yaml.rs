@@ -59,7 +59,7 @@ pub struct Key {
 /// A YAML error with its position, as told by the parser.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
-pub struct YamlError {
+pub(crate) struct YamlError {
     /// Where the parser stopped.
     pub pos: Pos,
     /// What went wrong, without the location prefix.
@@ -70,7 +70,7 @@ pub struct YamlError {
 
 /// Classes of YAML errors, so callers can give each its own error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum YamlErrorKind {
+pub(crate) enum YamlErrorKind {
     /// Malformed YAML.
     Syntax,
     /// The same key twice in one mapping.
@@ -104,7 +104,7 @@ impl Default for Limits {
 }
 
 /// Parses every document of `text`. Empty documents are skipped.
-pub fn parse_documents(text: &str, limits: Limits) -> Result<Vec<Node>, YamlError> {
+pub(crate) fn parse_documents(text: &str, limits: Limits) -> Result<Vec<Node>, YamlError> {
     let mut budget = serde_saphyr::budget::Budget::default();
     budget.max_aliases = limits.max_aliases;
     budget.max_depth = limits.max_depth;

@@ -28,7 +28,7 @@ pub enum ConnectError {
 }
 
 /// The authentication a connection describes, with its secret read.
-pub fn auth(repo: &FleetRepo, github: &GithubConnection) -> Result<Auth, ConnectError> {
+pub(crate) fn auth(repo: &FleetRepo, github: &GithubConnection) -> Result<Auth, ConnectError> {
     let secret = |name: &str| {
         let spec = repo
             .secrets
@@ -48,7 +48,7 @@ pub fn auth(repo: &FleetRepo, github: &GithubConnection) -> Result<Auth, Connect
 }
 
 /// A client for the fleet's GitHub connection.
-pub fn client(repo: &FleetRepo, policy: RetryPolicy) -> Result<GithubClient, ConnectError> {
+pub(crate) fn client(repo: &FleetRepo, policy: RetryPolicy) -> Result<GithubClient, ConnectError> {
     let github = &repo
         .fleet
         .as_ref()

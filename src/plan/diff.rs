@@ -4,7 +4,7 @@ use similar::TextDiff;
 
 /// A unified diff from `before` to `after` with three lines of context, headed
 /// `--- live` / `+++ desired`. Empty when the texts are equal.
-pub fn unified(before: &str, after: &str) -> String {
+pub(crate) fn unified(before: &str, after: &str) -> String {
     if before == after {
         return String::new();
     }

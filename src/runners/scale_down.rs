@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 /// How scale-down may treat one live runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
+pub(crate) enum Standing {
     /// Not running yet: removing it costs nothing.
     Pending,
     /// Running, registered, online and not running a job.
@@ -18,7 +18,7 @@ pub enum Standing {
 
 /// One live runner as scale-down sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Live<K> {
+pub(crate) struct Live<K> {
     /// What the driver names it by (a Pod name, a job id).
     pub key: K,
     /// How scale-down may treat it.
@@ -30,7 +30,7 @@ pub struct Live<K> {
 /// The runners to remove so that no more than `want` of `live` remain, as far as the
 /// policy allows: pending ones first, then idle ones, newest first (by `since`, then key)
 /// within each. Fewer than the excess are chosen when the rest are protected.
-pub fn victims<K: Ord + Clone>(live: &[Live<K>], want: usize) -> BTreeSet<K> {
+pub(crate) fn victims<K: Ord + Clone>(live: &[Live<K>], want: usize) -> BTreeSet<K> {
     let excess = live.len().saturating_sub(want);
     let newest_first = |standing: Standing| {
         let mut of: Vec<&Live<K>> = live.iter().filter(|r| r.standing == standing).collect();

@@ -21,7 +21,7 @@ use crate::sites::{Registry, RunOptions, SiteContext};
 
 /// The run options of a site reconcile with the autoscaler's decisions and registry.
 /// Before the autoscaler has read GitHub once, or without one, `options` is unchanged.
-pub fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autoscaler>>) {
+pub(crate) fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autoscaler>>) {
     let Some(a) = autoscaler else {
         return;
     };
@@ -46,7 +46,7 @@ pub fn with_autoscaler(options: &mut RunOptions, autoscaler: Option<&Arc<Autosca
 /// Runner counts are runtime state, like the Pods of a Deployment: with autoscaling on they
 /// are kept at the decision whatever the site's drift policy. Without it, runner counts
 /// change only with applies (new revision, manual trigger, `heal`).
-pub async fn run(service: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn run(service: Arc<Service>, stop: tokio::sync::watch::Receiver<bool>) {
     let Some(autoscaler) = service.autoscaler.clone() else {
         return;
     };
@@ -171,7 +171,7 @@ async fn runners_only(service: &Arc<Service>, repo: &FleetRepo, site: &str) {
 }
 
 /// Counts runners replaced because they never came online (`runner-start-timeout`).
-pub fn count_failed_starts(autoscaler: &Autoscaler, plan: &crate::plan::SitePlan) {
+pub(crate) fn count_failed_starts(autoscaler: &Autoscaler, plan: &crate::plan::SitePlan) {
     for change in &plan.changes {
         let timed_out = change.action == Action::Delete
             && change
@@ -184,14 +184,14 @@ pub fn count_failed_starts(autoscaler: &Autoscaler, plan: &crate::plan::SitePlan
 }
 
 /// Header a Slurm runner job names itself with when it redeems its grant.
-pub const SLURM_JOB_HEADER: &str = "x-drover-slurm-job";
+pub(crate) const SLURM_JOB_HEADER: &str = "x-drover-slurm-job";
 
 /// `POST /jit`: a starting Slurm runner job trades its one-time credential for its JIT
 /// config. The credential is consumed by the first attempt; the job must be drover's
 /// running job for the grant's site, runner set and slot, submitted after the grant was
 /// issued. Answers 401 for an unknown, used or expired credential and 403 when the job
 /// does not match; the config itself is the body (`text/plain`).
-pub async fn jit(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
+pub(crate) async fn jit(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
     let Some(autoscaler) = service.autoscaler.clone() else {
         return (StatusCode::NOT_FOUND, "autoscaling is off").into_response();
     };

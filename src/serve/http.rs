@@ -16,7 +16,7 @@ use super::metrics::{WebhookLabels, webhook_event_label};
 use super::{Service, Trigger, webhook};
 
 /// The router of every endpoint.
-pub fn router(service: Arc<Service>) -> Router {
+pub(crate) fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/healthz", get(|| async { "ok" }))
@@ -32,7 +32,7 @@ pub fn router(service: Arc<Service>) -> Router {
 
 /// Serves until `stop` turns true, then drains open connections, within the connection
 /// limits and timeouts of [`super::listener`].
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
     stop: tokio::sync::watch::Receiver<bool>,

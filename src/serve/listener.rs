@@ -30,7 +30,7 @@ use tower::ServiceExt;
 
 /// How many connections the service holds and how long each may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connections open at once; a new one beyond this closes the longest-waiting one.
     pub max_connections: usize,
     /// Time from accept to a request's complete headers.
@@ -46,7 +46,7 @@ pub struct Limits {
 impl Limits {
     /// Limits for this process: connections up to the soft open-files limit less a reserve
     /// of an eighth (at least 64) for drover's own files and sockets.
-    pub fn for_this_process() -> Self {
+    pub(crate) fn for_this_process() -> Self {
         let soft = open_files_soft_limit().unwrap_or(1024);
         let reserve = (soft / 8).max(64);
         Self {
@@ -167,11 +167,11 @@ fn lock(table: &SharedTable) -> std::sync::MutexGuard<'_, Table> {
 /// `net.core.somaxconn`). A plain bind queues 128: a burst beyond that has its SYNs dropped
 /// and retried a second later by each client, so a webhook storm is served at about 128
 /// connections a second however fast drover accepts.
-pub const LISTEN_BACKLOG: u32 = 4096;
+pub(crate) const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds the service's listening socket at `addr` with [`LISTEN_BACKLOG`] (and
 /// `SO_REUSEADDR`, so a restarted service binds while old connections linger).
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -184,7 +184,7 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
 
 /// Serves `router` on `listener` until `stop` turns true, then stops accepting, lets
 /// in-flight requests finish for up to [`Limits::drain_timeout`], and returns.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     limits: Limits,

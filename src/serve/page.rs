@@ -31,7 +31,7 @@ fn ago(then: u64) -> String {
 }
 
 /// Renders the page.
-pub fn render(status: &Status) -> String {
+pub(crate) fn render(status: &Status) -> String {
     let mut out = String::from(HEAD);
     let role = if status.leader {
         "<span class=\"pill good\">leader: applies changes</span>"

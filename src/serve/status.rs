@@ -143,7 +143,7 @@ fn runner_counts(plan: &SitePlan) -> BTreeMap<String, usize> {
 ///   `running`, `completing`; a released job is `held`); a cancelled job is not counted
 ///   once the cancel was applied;
 /// - a runner to create is `missing`, or `pending` once its submission was applied.
-pub fn runner_states(
+pub(crate) fn runner_states(
     plan: &SitePlan,
     report: Option<&ApplyReport>,
 ) -> BTreeMap<String, BTreeMap<String, usize>> {

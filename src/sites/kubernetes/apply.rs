@@ -26,11 +26,11 @@ use crate::sites::{ApplyOptions, ChangeError, FIELD_MANAGER};
 type OpResult = (Action, Target, Result<(), ChangeError>);
 
 /// Writes in flight per site.
-pub const CONCURRENCY: usize = 8;
+pub(crate) const CONCURRENCY: usize = 8;
 
 /// How to apply one site's plan.
 #[derive(Debug, Clone)]
-pub struct ApplySettings {
+pub(crate) struct ApplySettings {
     /// Site name.
     pub site: String,
     /// Owning fleet.
@@ -46,7 +46,7 @@ pub struct ApplySettings {
 }
 
 /// Why a prune is refused by the mass-prune guard, if it is.
-pub fn mass_prune_refusal(planned: &Planned, percent: u8, allow: bool) -> Option<String> {
+pub(crate) fn mass_prune_refusal(planned: &Planned, percent: u8, allow: bool) -> Option<String> {
     let deletes = planned
         .ops
         .iter()
@@ -66,7 +66,11 @@ pub fn mass_prune_refusal(planned: &Planned, percent: u8, allow: bool) -> Option
 }
 
 /// Applies the plan's ops. Never panics; every failure is collected per object.
-pub async fn apply(client: &kube::Client, planned: &Planned, s: &ApplySettings) -> ApplyReport {
+pub(crate) async fn apply(
+    client: &kube::Client,
+    planned: &Planned,
+    s: &ApplySettings,
+) -> ApplyReport {
     let mut report = ApplyReport {
         site: s.site.clone(),
         ..ApplyReport::default()

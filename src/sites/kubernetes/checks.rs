@@ -14,7 +14,7 @@ use super::render::{PoolRule, Rendered};
 use crate::plan::{Finding, FindingSeverity};
 
 /// Whether a node's labels match a selector (every key equal).
-pub fn matches_selector(node: &Value, selector: &BTreeMap<String, String>) -> bool {
+pub(crate) fn matches_selector(node: &Value, selector: &BTreeMap<String, String>) -> bool {
     let labels = &node["metadata"]["labels"];
     selector
         .iter()
@@ -34,7 +34,7 @@ fn is_ready(node: &Value) -> bool {
 }
 
 /// `MAJOR.MINOR` of a version string such as `v1.31.2`, `1.30`, or a `minor` like `31+`.
-pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+pub(crate) fn major_minor(version: &str) -> Option<(u32, u32)> {
     let v = version.trim().trim_start_matches('v');
     let mut parts = v.split('.');
     let major = parts.next()?.parse().ok()?;
@@ -47,7 +47,7 @@ pub fn major_minor(version: &str) -> Option<(u32, u32)> {
 }
 
 /// Every finding for the site.
-pub fn check(rendered: &Rendered, observed: &Observed) -> Vec<Finding> {
+pub(crate) fn check(rendered: &Rendered, observed: &Observed) -> Vec<Finding> {
     let mut out = Vec::new();
     version(rendered, observed, &mut out);
     for (crd, why) in &rendered.requires.crds {

@@ -13,9 +13,9 @@
 use serde_json::{Map, Value};
 
 /// Marker shown instead of a secret value.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 /// Marker shown instead of a secret value that differs from the live one.
-pub const REDACTED_CHANGED: &str = "<redacted: changed>";
+pub(crate) const REDACTED_CHANGED: &str = "<redacted: changed>";
 
 /// The merge key fields of list items, by list field name (strategic-merge / SSA keys).
 fn merge_key(field: &str, item: &Value) -> Option<Vec<&'static str>> {
@@ -53,7 +53,7 @@ fn is_empty(v: &Value) -> bool {
 }
 
 /// Drops null / empty-map / empty-list fields, recursively (list elements are kept).
-pub fn drop_empty(v: &mut Value) {
+pub(crate) fn drop_empty(v: &mut Value) {
     match v {
         Value::Object(m) => {
             for child in m.values_mut() {
@@ -78,14 +78,14 @@ fn drop_empty_inner(v: &mut Value) {
 }
 
 /// The desired object as compared: empties dropped.
-pub fn desired_view(desired: &Value) -> Value {
+pub(crate) fn desired_view(desired: &Value) -> Value {
     let mut d = desired.clone();
     drop_empty(&mut d);
     d
 }
 
 /// `live` restricted to the field set of `desired` (which must be a [`desired_view`]).
-pub fn project(desired: &Value, live: &Value) -> Value {
+pub(crate) fn project(desired: &Value, live: &Value) -> Value {
     project_field("", desired, live).unwrap_or(Value::Null)
 }
 
@@ -155,7 +155,7 @@ fn project_field(field: &str, desired: &Value, live: &Value) -> Option<Value> {
 }
 
 /// Whether a value holds an empty map, empty list or null anywhere as a field value.
-pub fn has_empty(v: &Value) -> bool {
+pub(crate) fn has_empty(v: &Value) -> bool {
     match v {
         Value::Object(m) => m.values().any(|c| is_empty(c) || has_empty(c)),
         Value::Array(items) => items.iter().any(has_empty),
@@ -164,7 +164,7 @@ pub fn has_empty(v: &Value) -> bool {
 }
 
 /// Whether [`project`]`(desired, live) == desired`, without building the projection.
-pub fn projection_matches(desired: &Value, live: &Value) -> bool {
+pub(crate) fn projection_matches(desired: &Value, live: &Value) -> bool {
     matches_field("", desired, live)
 }
 
@@ -201,7 +201,7 @@ fn matches_field(field: &str, desired: &Value, live: &Value) -> bool {
 /// Masks Secret values in a pair of (live, desired) views of the same object. A key whose
 /// values differ is marked [`REDACTED_CHANGED`] on the desired side; every value is
 /// replaced, whatever the kind of either side says, if either side is a Secret.
-pub fn mask_secrets(live: &mut Value, desired: &mut Value) {
+pub(crate) fn mask_secrets(live: &mut Value, desired: &mut Value) {
     let is_secret = |v: &Value| v.get("kind").and_then(Value::as_str) == Some("Secret");
     if !(is_secret(live) || is_secret(desired)) {
         return;
@@ -223,7 +223,7 @@ pub fn mask_secrets(live: &mut Value, desired: &mut Value) {
 }
 
 /// YAML text of a value (deterministic: key order as built).
-pub fn to_yaml(v: &Value) -> String {
+pub(crate) fn to_yaml(v: &Value) -> String {
     if v.is_null() {
         return String::new();
     }
@@ -231,7 +231,7 @@ pub fn to_yaml(v: &Value) -> String {
 }
 
 /// The unified diff between a live view and a desired view, with secrets masked.
-pub fn diff(live: &Value, desired: &Value) -> String {
+pub(crate) fn diff(live: &Value, desired: &Value) -> String {
     let mut l = live.clone();
     let mut d = desired.clone();
     mask_secrets(&mut l, &mut d);

@@ -36,7 +36,7 @@ use crate::runners::Removal;
 use crate::sites::{ChangeError, FIELD_MANAGER, Registry};
 
 /// Lists the runner Pods drover created for `fleet`, in every namespace.
-pub async fn observe(
+pub(crate) async fn observe(
     client: &kube::Client,
     fleet: &str,
     timeout: Duration,
@@ -54,7 +54,7 @@ pub async fn observe(
 }
 
 /// How to apply the runner plan.
-pub struct RunnerApply<'a> {
+pub(crate) struct RunnerApply<'a> {
     /// The site's rendered objects (the PodTemplates).
     pub rendered: &'a Rendered,
     /// GitHub's side, if this run has one.
@@ -79,7 +79,7 @@ pub struct RunnerApply<'a> {
 type OpResult = (Action, Target, Result<(), ChangeError>);
 
 /// Applies the runner plan's creates and deletes, adding the outcomes to `report`.
-pub async fn apply(
+pub(crate) async fn apply(
     client: &kube::Client,
     plan: &RunnerPlan,
     s: &RunnerApply<'_>,

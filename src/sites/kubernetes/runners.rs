@@ -38,20 +38,20 @@ use crate::runners::{RunnerId, Slot};
 use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL};
 
 /// Target kind of runner Pods in plans.
-pub const TARGET_KIND: &str = "Pod";
+pub(crate) const TARGET_KIND: &str = "Pod";
 /// Label marking Pods (and their Secrets) that drover itself created, so that pods of the
 /// same runner-pod labels created by actions-runner-controller are never touched.
-pub const ENGINE_LABEL: &str = "drover.dev/engine";
+pub(crate) const ENGINE_LABEL: &str = "drover.dev/engine";
 /// Value of [`ENGINE_LABEL`].
-pub const ENGINE: &str = "drover";
+pub(crate) const ENGINE: &str = "drover";
 /// The environment variable the runner reads its JIT config from (`run.sh` accepts every
 /// argument as `ACTIONS_RUNNER_INPUT_<NAME>`).
-pub const JIT_ENV: &str = "ACTIONS_RUNNER_INPUT_JITCONFIG";
+pub(crate) const JIT_ENV: &str = "ACTIONS_RUNNER_INPUT_JITCONFIG";
 /// The key of the per-runner Secret holding the JIT config.
-pub const JIT_KEY: &str = "jitconfig";
+pub(crate) const JIT_KEY: &str = "jitconfig";
 
 /// The label selector of the runner Pods drover created for `fleet`.
-pub fn runner_pod_selector(fleet: &str) -> String {
+pub(crate) fn runner_pod_selector(fleet: &str) -> String {
     format!(
         "{MANAGED_BY_LABEL}={MANAGED_BY},{OWNER_LABEL}={fleet},{COMPONENT_LABEL}=runner,{ENGINE_LABEL}={ENGINE}"
     )
@@ -120,7 +120,7 @@ pub struct RunnerPod {
 }
 
 /// Parses an RFC 3339 time (`metav1.Time`) into Unix seconds.
-pub fn parse_time(s: &str) -> Option<i64> {
+pub(crate) fn parse_time(s: &str) -> Option<i64> {
     s.parse::<k8s_openapi::jiff::Timestamp>()
         .ok()
         .map(|t| t.as_second())
@@ -194,7 +194,7 @@ impl RunnerPod {
 
 /// A declared `engine: drover` runner set of the site.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredSet {
+pub(crate) struct DesiredSet {
     /// Runner set name.
     pub set: String,
     /// Desired number of live runners (the autoscaler's decision, else `min`).
@@ -205,7 +205,7 @@ pub struct DesiredSet {
 
 /// Why a Pod is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeleteReason {
+pub(crate) enum DeleteReason {
     /// It finished (`Succeeded` or `Failed`): cleanup.
     Finished,
     /// Scale-down of a `Pending` Pod.
@@ -222,7 +222,7 @@ pub enum DeleteReason {
 
 /// One step of the runner plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunnerOp {
+pub(crate) enum RunnerOp {
     /// Create a runner of `set` in `namespace`: JIT config, Pod, Secret. Its name
     /// (`drover-<fleet>-<set>-<random>`) is drawn at apply time; the plan shows the
     /// stable target `<set>#new-<index>` so that an unapplied plan reads the same every
@@ -255,7 +255,7 @@ pub enum RunnerOp {
 
 impl RunnerOp {
     /// The plan change this step shows as.
-    pub fn change(&self) -> Change {
+    pub(crate) fn change(&self) -> Change {
         let (action, target, reason, runner) = match self {
             RunnerOp::Create {
                 set,
@@ -310,10 +310,10 @@ impl DeleteReason {
 }
 
 /// GitHub's view of runners by name: `None` without a registry (outside `drover serve`).
-pub type Registrations<'a> = Option<&'a dyn Fn(&str) -> Option<RegisteredRunner>>;
+pub(crate) type Registrations<'a> = Option<&'a dyn Fn(&str) -> Option<RegisteredRunner>>;
 
 /// Inputs of the runner plan besides the Pods.
-pub struct RunnerInputs<'a> {
+pub(crate) struct RunnerInputs<'a> {
     /// The runner namespace of the site.
     pub namespace: &'a str,
     /// Declared `engine: drover` runner sets of the site.
@@ -331,7 +331,7 @@ pub struct RunnerInputs<'a> {
 
 /// The steps and findings about runner Pods.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunnerPlan {
+pub(crate) struct RunnerPlan {
     /// Steps, by runner set in name order.
     pub ops: Vec<RunnerOp>,
     /// Findings about runner Pods.
@@ -340,14 +340,13 @@ pub struct RunnerPlan {
 
 impl RunnerPlan {
     /// The plan changes of the steps.
-    pub fn changes(&self) -> Vec<Change> {
+    pub(crate) fn changes(&self) -> Vec<Change> {
         self.ops.iter().map(RunnerOp::change).collect()
     }
-
 }
 
 /// Plans every runner set of the site. Pure.
-pub fn plan_runners(inputs: &RunnerInputs<'_>, pods: &[RunnerPod]) -> RunnerPlan {
+pub(crate) fn plan_runners(inputs: &RunnerInputs<'_>, pods: &[RunnerPod]) -> RunnerPlan {
     let mut plan = RunnerPlan::default();
     let declared: BTreeSet<&str> = inputs.desired.iter().map(|d| d.set.as_str()).collect();
     let mut by_set: BTreeMap<&str, Vec<&RunnerPod>> = BTreeMap::new();
@@ -671,7 +670,7 @@ fn shown(items: &[String]) -> String {
 
 /// A name for a new runner of `set`: `drover-<fleet>-<set>-<suffix>`, with suffixes drawn
 /// from `suffix` until the name is not in `used` (then it is added).
-pub fn fresh_name(
+pub(crate) fn fresh_name(
     fleet: &str,
     set: &str,
     used: &mut BTreeSet<String>,
@@ -686,7 +685,7 @@ pub fn fresh_name(
 }
 
 /// Five random characters `[a-z0-9]` for a runner name.
-pub fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use std::hash::{BuildHasher, RandomState};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -707,7 +706,7 @@ pub fn random_suffix() -> String {
 /// The Pod of runner `name` of `set`: the set's rendered PodTemplate, with drover's engine
 /// label and the runner container reading its JIT config from the Secret of the same name.
 /// `None` when the site renders no PodTemplate for the set.
-pub fn pod_object(rendered: &Rendered, set: &str, name: &str) -> Option<Value> {
+pub(crate) fn pod_object(rendered: &Rendered, set: &str, name: &str) -> Option<Value> {
     let template = rendered.objects.iter().find(|o| {
         o["kind"] == "PodTemplate"
             && o["metadata"]["name"] == set
@@ -737,7 +736,7 @@ pub fn pod_object(rendered: &Rendered, set: &str, name: &str) -> Option<Value> {
 
 /// The per-runner Secret holding `jit` under [`JIT_KEY`], owned by the Pod (`uid`): deleting
 /// the Pod garbage-collects it. Built only at apply time; never shown or logged.
-pub fn secret_object(pod: &Value, uid: &str, jit: &str) -> Value {
+pub(crate) fn secret_object(pod: &Value, uid: &str, jit: &str) -> Value {
     let meta = &pod["metadata"];
     json!({
         "apiVersion": "v1",

@@ -35,10 +35,10 @@ use super::runners::{self, RunnerPod};
 use crate::sites::SiteContext;
 
 /// The longest a site's client is used before it is built again.
-pub const CLIENT_MAX_AGE: Duration = Duration::from_secs(300);
+pub(crate) const CLIENT_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// How long a create or delete drover made counts before the watch must have confirmed it.
-pub const EXPECTATION_TTL: Duration = Duration::from_secs(300);
+pub(crate) const EXPECTATION_TTL: Duration = Duration::from_secs(300);
 
 /// The watch's per-read timeout: above the watcher's server-side timeout (290 s), so that
 /// a quiet watch is ended by the server, not by the client.
@@ -268,7 +268,7 @@ async fn watch(client: kube::Client, site: String, fleet: String, store: Arc<Mut
 
 /// A watch event, reduced to what the store needs.
 #[derive(Debug, Clone)]
-pub enum PodEvent {
+pub(crate) enum PodEvent {
     /// A (re)list begins.
     Init,
     /// A Pod of the list.
@@ -301,7 +301,7 @@ impl From<watcher::Event<DynamicObject>> for PodEvent {
 }
 
 /// A Pod's key in the store: `namespace/name`.
-pub fn key_of(namespace: &str, name: &str) -> String {
+pub(crate) fn key_of(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
@@ -312,7 +312,7 @@ fn key(pod: &RunnerPod) -> String {
 /// The runner Pods of one site as the watch and drover's own writes describe them. Pure:
 /// time is passed in.
 #[derive(Debug, Default)]
-pub struct PodStore {
+pub(crate) struct PodStore {
     /// The watch has listed the Pods and has not failed since.
     synced: bool,
     pods: BTreeMap<String, RunnerPod>,
@@ -328,7 +328,7 @@ pub struct PodStore {
 
 impl PodStore {
     /// The Pods, when the watch has listed them and not failed since.
-    pub fn snapshot(&self, now: Instant) -> Option<Vec<RunnerPod>> {
+    pub(crate) fn snapshot(&self, now: Instant) -> Option<Vec<RunnerPod>> {
         if !self.synced {
             return None;
         }
@@ -354,7 +354,7 @@ impl PodStore {
     }
 
     /// Applies a watch event.
-    pub fn apply(&mut self, event: PodEvent, now: Instant) {
+    pub(crate) fn apply(&mut self, event: PodEvent, now: Instant) {
         match event {
             PodEvent::Init => self.listing = Some(BTreeMap::new()),
             PodEvent::InitApply(pod) => {
@@ -393,7 +393,7 @@ impl PodStore {
     }
 
     /// Records a Pod drover created.
-    pub fn created(&mut self, pod: RunnerPod, now: Instant) {
+    pub(crate) fn created(&mut self, pod: RunnerPod, now: Instant) {
         self.forget_expired(now);
         let k = key(&pod);
         if !self.pods.contains_key(&k) {
@@ -403,7 +403,7 @@ impl PodStore {
 
     /// Records a Pod drover deleted. The expectation stays until the watch reports the
     /// deletion or a list no longer shows the Pod (or it expires).
-    pub fn deleted(&mut self, key: &str, now: Instant) {
+    pub(crate) fn deleted(&mut self, key: &str, now: Instant) {
         self.forget_expired(now);
         self.expected_created.remove(key);
         self.pods.remove(key);
@@ -417,14 +417,14 @@ impl PodStore {
     }
 
     /// The watch failed: its Pods are not used until a new watch has listed them.
-    pub fn failed(&mut self) {
+    pub(crate) fn failed(&mut self) {
         self.synced = false;
         self.listing = None;
         self.failures = self.failures.saturating_add(1);
     }
 
     /// A new watch starts: not used until it has listed the Pods.
-    pub fn restarted(&mut self) {
+    pub(crate) fn restarted(&mut self) {
         self.synced = false;
         self.listing = None;
     }

@@ -30,10 +30,10 @@ use crate::runners::RunnerId;
 use crate::sites::{ChangeError, Settle, SiteContext};
 
 /// Driver calls in flight at once during apply.
-pub const CONCURRENCY: usize = 8;
+pub(crate) const CONCURRENCY: usize = 8;
 
 /// Plans the site, then applies the plan.
-pub async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
+pub(crate) async fn apply(ctx: &SiteContext<'_>) -> (SitePlan, ApplyReport) {
     let mut report = ApplyReport {
         site: ctx.name().into(),
         ..ApplyReport::default()

@@ -10,7 +10,7 @@ use crate::credentials;
 use crate::sites::SiteContext;
 
 /// A driver and the Slurm user whose jobs it sees as its own (when known).
-pub struct Connection {
+pub(crate) struct Connection {
     /// The driver.
     pub driver: Box<dyn SlurmDriver>,
     /// The user jobs are submitted as: the REST user, or the CLI `user`.
@@ -26,12 +26,12 @@ impl std::fmt::Debug for Connection {
 }
 
 /// The site's timeout for one observe or apply call.
-pub fn timeout(ctx: &SiteContext<'_>) -> Duration {
+pub(crate) fn timeout(ctx: &SiteContext<'_>) -> Duration {
     Duration::from_secs(ctx.site.value.spec.timeout_seconds.max(1))
 }
 
 /// Connects to the site (no request is made yet).
-pub fn connect(ctx: &SiteContext<'_>) -> Result<Connection, ConnectError> {
+pub(crate) fn connect(ctx: &SiteContext<'_>) -> Result<Connection, ConnectError> {
     let site = ctx.name();
     let slurm = ctx
         .site

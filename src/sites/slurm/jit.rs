@@ -13,6 +13,6 @@
 //! own `command` do not need it.
 
 /// Environment variable carrying drover's JIT endpoint into the job.
-pub const URL_VAR: &str = "DROVER_JIT_URL";
+pub(crate) const URL_VAR: &str = "DROVER_JIT_URL";
 /// Environment variable carrying the job's one-time credential.
-pub const TOKEN_VAR: &str = "DROVER_JIT_TOKEN";
+pub(crate) const TOKEN_VAR: &str = "DROVER_JIT_TOKEN";

@@ -11,7 +11,7 @@ use crate::plan::{Action, Finding, FindingSeverity, SiteKind, SitePlan};
 use crate::sites::SiteContext;
 
 /// Everything apply needs after planning.
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The driver.
     pub conn: Connection,
     /// Rendered runner sets by name.
@@ -25,7 +25,7 @@ pub struct Prepared {
 }
 
 /// A failed plan for the site.
-pub fn failed(ctx: &SiteContext<'_>, error: impl Into<String>) -> SitePlan {
+pub(crate) fn failed(ctx: &SiteContext<'_>, error: impl Into<String>) -> SitePlan {
     SitePlan::failed(
         ctx.name(),
         SiteKind::Slurm,
@@ -35,7 +35,7 @@ pub fn failed(ctx: &SiteContext<'_>, error: impl Into<String>) -> SitePlan {
 }
 
 /// Connects, renders, observes (within the site timeout) and plans.
-pub async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
+pub(crate) async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
     let site = ctx.name();
     let templates = render::render(ctx).map_err(|e| failed(ctx, e.to_string()))?;
     let conn = connect::connect(ctx).map_err(|e| failed(ctx, e.to_string()))?;
@@ -147,7 +147,7 @@ fn jit_findings(templates: &BTreeMap<String, RunnerTemplate>, plan: &SitePlan) -
 }
 
 /// What each NodePool of the site expects of its partition.
-pub fn pool_expectations(ctx: &SiteContext<'_>) -> Vec<PoolExpectation> {
+pub(crate) fn pool_expectations(ctx: &SiteContext<'_>) -> Vec<PoolExpectation> {
     let default = ctx
         .site
         .value

@@ -155,7 +155,7 @@ pub struct Node {
 }
 
 /// Fills each partition's `gres` from its nodes, when the API did not report it.
-pub fn fill_partition_gres(partitions: &mut [Partition], nodes: &[Node]) {
+pub(crate) fn fill_partition_gres(partitions: &mut [Partition], nodes: &[Node]) {
     for part in partitions.iter_mut().filter(|p| p.gres.is_empty()) {
         let mut gres: Vec<&str> = nodes
             .iter()

@@ -112,7 +112,7 @@ impl std::fmt::Display for ApiVersion {
 
 /// The `/slurm/` API versions a `/openapi/v3` document lists in its `paths`, newest first
 /// (whether drover speaks them or not).
-pub fn offered_versions(openapi: &Value) -> Vec<String> {
+pub(super) fn offered_versions(openapi: &Value) -> Vec<String> {
     let mut versions: Vec<String> = openapi
         .get("paths")
         .and_then(Value::as_object)
@@ -136,7 +136,7 @@ fn version_key(v: &str) -> Vec<u64> {
 }
 
 /// The newest of `offered` that drover speaks.
-pub fn choose_version(offered: &[String]) -> Option<ApiVersion> {
+pub(super) fn choose_version(offered: &[String]) -> Option<ApiVersion> {
     ApiVersion::PREFERENCE
         .into_iter()
         .find(|v| offered.iter().any(|o| o == v.as_str()))
@@ -144,7 +144,7 @@ pub fn choose_version(offered: &[String]) -> Option<ApiVersion> {
 
 /// An integer that may be plain, `null`, or a v0.0.40+ `{set, infinite, number}` object.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Num(pub Option<u64>);
+pub(super) struct Num(pub Option<u64>);
 
 impl<'de> Deserialize<'de> for Num {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -168,7 +168,7 @@ fn no_val(m: &Map<String, Value>) -> Option<u64> {
 
 /// A list that may arrive as one string (v0.0.38), an array (v0.0.40+) or `null`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Strings(pub Vec<String>);
+pub(super) struct Strings(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for Strings {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -189,7 +189,7 @@ impl<'de> Deserialize<'de> for Strings {
 
 /// One error entry; Slurm spells the code `error_number`, `error_code` or `errno`.
 #[derive(Debug, Default, Deserialize)]
-pub struct WireError {
+pub(super) struct WireError {
     #[serde(default)]
     error: Option<String>,
     #[serde(default)]
@@ -223,13 +223,13 @@ impl WireError {
 
 /// The `errors` list common to every response.
 #[derive(Debug, Default, Deserialize)]
-pub struct Envelope {
+pub(super) struct Envelope {
     #[serde(default)]
     errors: Vec<WireError>,
 }
 
 /// Extracts Slurm's error list from any response body (empty if none or unparsable).
-pub fn errors_of(body: &[u8]) -> Vec<ApiError> {
+pub(super) fn errors_of(body: &[u8]) -> Vec<ApiError> {
     serde_json::from_slice::<Envelope>(body)
         .map(|e| e.errors.into_iter().map(WireError::into_api).collect())
         .unwrap_or_default()
@@ -237,13 +237,13 @@ pub fn errors_of(body: &[u8]) -> Vec<ApiError> {
 
 /// Whether `body` is a Slurm answer at all (a JSON object with `errors` or `meta`), as
 /// opposed to, say, a proxy's error page.
-pub fn is_slurm_answer(body: &[u8]) -> bool {
+pub(super) fn is_slurm_answer(body: &[u8]) -> bool {
     serde_json::from_slice::<Map<String, Value>>(body)
         .is_ok_and(|m| m.contains_key("errors") || m.contains_key("meta"))
 }
 
 /// Slurm's warnings (`warnings[].description`) of any response body.
-pub fn warnings_of(body: &[u8]) -> Vec<String> {
+pub(super) fn warnings_of(body: &[u8]) -> Vec<String> {
     #[derive(Deserialize)]
     struct Warnings {
         #[serde(default)]
@@ -265,13 +265,13 @@ pub fn warnings_of(body: &[u8]) -> Vec<String> {
 }
 
 /// `ESLURM_ALREADY_DONE`: "Job/step already completing or completed".
-pub const ALREADY_DONE: i64 = 2021;
+pub(super) const ALREADY_DONE: i64 = 2021;
 
 /// The per-job failures in the `status` list of a v0.0.42+ `DELETE job/{id}` answer
 /// (`[{error: {code, string, message}, job_id, step_id}]`); empty for older versions,
 /// which have no such list. A job that had already ended ([`ALREADY_DONE`]) is not a
 /// failure: it is gone, as the cancel wanted, and older versions answer it with success.
-pub fn cancel_failures(body: &[u8]) -> Vec<ApiError> {
+pub(super) fn cancel_failures(body: &[u8]) -> Vec<ApiError> {
     #[derive(Deserialize)]
     struct Answer {
         #[serde(default)]
@@ -371,7 +371,7 @@ fn base_state(states: &[String]) -> JobState {
 }
 
 /// `gres:gpu:a100:1` (22.05) and `gres/gpu:a100:1` (23.02+) both become `gpu:a100:1`.
-pub fn strip_gres_prefix(tres: &str) -> String {
+pub(super) fn strip_gres_prefix(tres: &str) -> String {
     let items: Vec<&str> = tres
         .split(',')
         .filter(|s| !s.is_empty())
@@ -385,7 +385,7 @@ pub fn strip_gres_prefix(tres: &str) -> String {
 }
 
 /// Parses a job list (`GET .../jobs` or `squeue --json`).
-pub fn parse_jobs(body: &[u8]) -> Result<Vec<Job>, serde_json::Error> {
+pub(super) fn parse_jobs(body: &[u8]) -> Result<Vec<Job>, serde_json::Error> {
     let resp: JobsResp = serde_json::from_slice(body)?;
     Ok(resp.jobs.into_iter().map(WireJob::into_job).collect())
 }
@@ -447,7 +447,7 @@ impl WirePartition {
 }
 
 /// Parses a partition list (`GET .../partitions`).
-pub fn parse_partitions(body: &[u8]) -> Result<Vec<Partition>, serde_json::Error> {
+pub(super) fn parse_partitions(body: &[u8]) -> Result<Vec<Partition>, serde_json::Error> {
     let resp: PartitionsResp = serde_json::from_slice(body)?;
     Ok(resp
         .partitions
@@ -494,7 +494,7 @@ impl WireNode {
 }
 
 /// Parses a node list (`GET .../nodes` or `sinfo --json`).
-pub fn parse_nodes(body: &[u8]) -> Result<Vec<Node>, serde_json::Error> {
+pub(super) fn parse_nodes(body: &[u8]) -> Result<Vec<Node>, serde_json::Error> {
     let resp: NodesResp = serde_json::from_slice(body)?;
     Ok(resp.nodes.into_iter().map(WireNode::into_node).collect())
 }
@@ -506,7 +506,7 @@ struct SubmitResp {
 }
 
 /// The job id of a submit response, if it has one.
-pub fn parse_submit(body: &[u8]) -> Result<Option<u64>, serde_json::Error> {
+pub(super) fn parse_submit(body: &[u8]) -> Result<Option<u64>, serde_json::Error> {
     Ok(serde_json::from_slice::<SubmitResp>(body)?
         .job_id
         .0
@@ -519,7 +519,7 @@ fn upper_join(states: &[String]) -> String {
 }
 
 /// Expands a Slurm host list: `gpu[01-03,07],cpu1` → `gpu01 gpu02 gpu03 gpu07 cpu1`.
-pub fn expand_hostlist(list: &str) -> Vec<String> {
+pub(super) fn expand_hostlist(list: &str) -> Vec<String> {
     if matches!(list.trim(), "" | "(null)") {
         return Vec::new();
     }
@@ -571,7 +571,7 @@ fn expand_range(range: &str) -> Vec<String> {
 
 /// The JSON body of `POST .../job/submit` for `version`; `hold` submits the job held
 /// (priority 0) until [`release_body`] is posted to `.../job/{id}`.
-pub fn submit_body(spec: &JobSpec, version: ApiVersion, hold: bool) -> Value {
+pub(super) fn submit_body(spec: &JobSpec, version: ApiVersion, hold: bool) -> Value {
     let mut body = match version.dialect() {
         Dialect::Legacy => submit_body_legacy(spec),
         Dialect::DataParser => submit_body_data_parser(spec),
@@ -583,7 +583,7 @@ pub fn submit_body(spec: &JobSpec, version: ApiVersion, hold: bool) -> Value {
 }
 
 /// The JSON body of `POST .../job/{id}` that releases a user hold (every version).
-pub fn release_body() -> Value {
+pub(super) fn release_body() -> Value {
     json!({ "hold": false })
 }
 
@@ -663,7 +663,7 @@ fn submit_body_data_parser(spec: &JobSpec) -> Value {
 }
 
 /// Parses `scontrol show partition --oneliner`: one partition per line of `Key=Value` pairs.
-pub fn parse_scontrol_partitions(text: &str) -> Vec<Partition> {
+pub(super) fn parse_scontrol_partitions(text: &str) -> Vec<Partition> {
     text.lines()
         .filter(|l| l.starts_with("PartitionName="))
         .map(scontrol_partition)
