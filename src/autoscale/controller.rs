@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::config::{ScaleConfig, Scaling};
@@ -24,6 +23,7 @@ use crate::credentials::Secret;
 use crate::fleet::FleetRepo;
 use crate::fleet::model::GithubConnection;
 use crate::github::{self, GithubClient, GithubError, JitRequest as GithubJit, RetryPolicy, Scope};
+use crate::runners::grants::{Grant, Grants};
 use crate::runners::set_of_runner;
 use crate::runners::{JitGrant, JitRequest};
 use crate::runners::{RegisteredRunner, RegistryError, Removal, RunnerRegistry};
@@ -109,15 +109,6 @@ pub struct UnservedJob {
     pub reason: String,
 }
 
-/// A Slurm JIT grant waiting to be redeemed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// What it was issued for.
-    pub request: JitRequest,
-    /// When (Unix seconds).
-    pub issued_at: u64,
-}
-
 #[derive(Default)]
 struct Inner {
     revision: Option<String>,
@@ -138,7 +129,7 @@ pub struct Autoscaler {
     settings: Settings,
     inner: Mutex<Inner>,
     client: RwLock<Option<(GithubConnection, Arc<GithubClient>)>>,
-    grants: Mutex<HashMap<[u8; 32], Grant>>,
+    grants: Grants,
     /// Its metrics.
     pub metrics: AutoscaleMetrics,
     wake: Notify,
@@ -151,18 +142,14 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 impl Autoscaler {
     /// A new autoscaler with no fleet yet.
     pub fn new(settings: Settings, metrics: AutoscaleMetrics) -> Arc<Self> {
         Arc::new(Self {
+            grants: Grants::new(settings.jit_url.clone(), settings.grant_ttl),
             settings,
             inner: Mutex::new(Inner::default()),
             client: RwLock::new(None),
-            grants: Mutex::new(HashMap::new()),
             metrics,
             wake: Notify::new(),
             sites: Arc::new(SiteCache::new()),
@@ -541,11 +528,7 @@ impl Autoscaler {
 
     /// Takes (and so invalidates) the Slurm JIT grant of `token`, if it is valid.
     pub fn take_grant(&self, token: &str) -> Option<Grant> {
-        let mut grants = self.grants.lock().unwrap_or_else(|e| e.into_inner());
-        let now = now_ms() / 1000;
-        let ttl = self.settings.grant_ttl.as_secs();
-        grants.retain(|_, g| now.saturating_sub(g.issued_at) <= ttl);
-        grants.remove(&hash(token))
+        self.grants.take(token)
     }
 
     fn set_config(&self, set: &str) -> Option<(Scope, String, Vec<String>)> {
@@ -695,83 +678,13 @@ impl RunnerRegistry for Autoscaler {
     }
 
     fn slurm_grant(&self, request: &JitRequest) -> Result<JitGrant, RegistryError> {
-        let url = self.settings.jit_url.clone().ok_or_else(|| {
-            RegistryError::new("drover serve has no JIT URL (`autoscale.jitUrl`)")
-        })?;
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| RegistryError::new(format!("no randomness: {e}")))?;
-        let token = hex::encode(bytes);
-        self.grants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                hash(&token),
-                Grant {
-                    request: request.clone(),
-                    issued_at: now_ms() / 1000,
-                },
-            );
-        Ok(JitGrant {
-            url,
-            token: Secret::new(token),
-        })
+        self.grants.issue(request)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request() -> JitRequest {
-        JitRequest {
-            site: "hpc".into(),
-            fleet: "f".into(),
-            runner_set: "gpu".into(),
-            slot: 3,
-        }
-    }
-
-    #[test]
-    fn grants_are_one_time_and_need_a_jit_url() {
-        let none = Autoscaler::new(Settings::default(), AutoscaleMetrics::new());
-        assert!(none.slurm_grant(&request()).is_err());
-        let a = Autoscaler::new(
-            Settings {
-                jit_url: Some("http://drover:8080/jit".into()),
-                ..Settings::default()
-            },
-            AutoscaleMetrics::new(),
-        );
-        let grant = a.slurm_grant(&request()).unwrap();
-        assert_eq!(grant.url, "http://drover:8080/jit");
-        assert_eq!(grant.token.expose().len(), 64);
-        assert!(a.take_grant("forged").is_none());
-        let taken = a.take_grant(grant.token.expose()).unwrap();
-        assert_eq!(taken.request, request());
-        assert!(a.take_grant(grant.token.expose()).is_none(), "used once");
-        let other = a.slurm_grant(&request()).unwrap();
-        assert_ne!(other.token.expose(), grant.token.expose());
-    }
-
-    #[test]
-    fn expired_grants_are_refused() {
-        let a = Autoscaler::new(
-            Settings {
-                jit_url: Some("http://d/jit".into()),
-                grant_ttl: Duration::ZERO,
-                ..Settings::default()
-            },
-            AutoscaleMetrics::new(),
-        );
-        let grant = a.slurm_grant(&request()).unwrap();
-        a.grants
-            .lock()
-            .unwrap()
-            .values_mut()
-            .for_each(|g| g.issued_at -= 5);
-        assert!(a.take_grant(grant.token.expose()).is_none());
-    }
 
     #[test]
     fn nothing_is_desired_before_github_was_read() {

@@ -12,6 +12,7 @@
 //! Which runners go when a set scales down is decided once, by [`scale_down`], for both
 //! site kinds.
 
+pub mod grants;
 mod id;
 mod name;
 mod registry;
