@@ -209,6 +209,19 @@ pub struct Change {
     pub runner: Option<RunnerChange>,
 }
 
+impl Change {
+    /// A change to a runner: no diff, its reason as text and typed.
+    pub fn of_runner(action: Action, target: Target, reason: String, runner: RunnerChange) -> Self {
+        Self {
+            action,
+            target,
+            diff: None,
+            reason: Some(reason),
+            runner: Some(runner),
+        }
+    }
+}
+
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -217,8 +217,18 @@ async fn delete_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result
         || api.delete(name, &params),
     )
     .await;
+    deleted(result.map(drop), "object", "checked")
+}
+
+/// The outcome of a delete with preconditions: gone already is done, and a failed
+/// precondition says the `what` changed since it was `when` (checked, planned).
+pub(crate) fn deleted(
+    result: Result<(), Error>,
+    what: &'static str,
+    when: &'static str,
+) -> Result<(), ChangeError> {
     match result {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(Error::Request {
             code: Some(404), ..
         }) => Ok(()),
@@ -226,11 +236,7 @@ async fn delete_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result
             code: Some(409),
             detail,
             ..
-        }) => Err(ChangeError::ChangedSince {
-            what: "object",
-            when: "checked",
-            detail,
-        }),
+        }) => Err(ChangeError::ChangedSince { what, when, detail }),
         Err(e) => Err(e.into()),
     }
 }

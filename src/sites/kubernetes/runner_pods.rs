@@ -313,20 +313,5 @@ async fn delete(
         || api.delete(&pod.name, &params),
     )
     .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(Error::Request {
-            code: Some(404), ..
-        }) => Ok(()),
-        Err(Error::Request {
-            code: Some(409),
-            detail,
-            ..
-        }) => Err(ChangeError::ChangedSince {
-            what: "Pod",
-            when: "planned",
-            detail,
-        }),
-        Err(e) => Err(e.into()),
-    }
+    super::apply::deleted(result.map(drop), "Pod", "planned")
 }

@@ -287,13 +287,7 @@ impl RunnerOp {
                 pod.change(RunnerReason::Kept),
             ),
         };
-        Change {
-            action,
-            target,
-            diff: None,
-            reason: Some(reason),
-            runner: Some(runner),
-        }
+        Change::of_runner(action, target, reason, runner)
     }
 }
 

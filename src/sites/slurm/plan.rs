@@ -152,13 +152,7 @@ impl Op {
                 typed(r, RunnerReason::Kept),
             ),
         };
-        Change {
-            action,
-            target,
-            diff: None,
-            reason: Some(reason),
-            runner: Some(runner),
-        }
+        Change::of_runner(action, target, reason, runner)
     }
 }
 
