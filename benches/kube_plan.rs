@@ -21,7 +21,7 @@ const OBJECTS: usize = 10_000;
 fn template(i: usize, image: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "PodTemplate",
-        "metadata": {"name": format!("set-{i}"), "namespace": "runners", "labels": owner_labels("ci", Some(&format!("set-{i}")))},
+        "metadata": {"name": format!("set-{i}"), "namespace": "runners", "labels": owner_labels("ci", "bench", Some(&format!("set-{i}")))},
         "template": {"metadata": {"labels": {"app": "runner"}}, "spec": {
             "serviceAccountName": "drover-runner", "restartPolicy": "Never",
             "nodeSelector": {"pool": "cpu"},

@@ -77,6 +77,9 @@ pub enum Code {
     /// E315: a runner group on a repository-scoped runner set (repositories have only
     /// `Default`).
     RepositoryRunnerGroup,
+    /// E316: two sites reach the same place (one cluster context and runner namespace, or
+    /// one Slurm endpoint as one user), so each would plan and prune the other's objects.
+    SharedTarget,
     /// E401: a value looks like a secret; the repo must hold references only.
     InlineSecret,
     /// W501: a runner set can never start a runner (`max: 0`).
@@ -169,6 +172,7 @@ impl Code {
             ImageReference => "E313",
             DerivedNameTooLong => "E314",
             RepositoryRunnerGroup => "E315",
+            SharedTarget => "E316",
             InlineSecret => "E401",
             MaxZero => "W501",
             UnusedPool => "W502",

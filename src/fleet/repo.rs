@@ -66,7 +66,26 @@ pub struct FleetRepo {
     pub incomplete: bool,
 }
 
+/// The namespace of a Kubernetes site's runners when neither the site nor the Fleet's
+/// defaults name one.
+pub const DEFAULT_NAMESPACE: &str = "drover-runners";
+
 impl FleetRepo {
+    /// The runner namespace of Kubernetes site `site`: its own, else the Fleet's default,
+    /// else [`DEFAULT_NAMESPACE`].
+    pub fn runner_namespace(&self, site: &Site) -> String {
+        site.spec
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.namespace.clone())
+            .or_else(|| {
+                self.fleet
+                    .as_ref()
+                    .and_then(|f| f.value.spec.defaults.namespace.clone())
+            })
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+    }
+
     /// Number of objects of all kinds.
     pub fn len(&self) -> usize {
         usize::from(self.fleet.is_some())

@@ -27,6 +27,7 @@ pub(crate) fn check(repo: &FleetRepo, errors_so_far: bool) -> Vec<Diagnostic> {
         slurm_site_container(site, &mut out);
     }
     ambiguous_labels(repo, &mut out);
+    shared_targets(repo, &mut out);
     kubernetes_values(repo, &mut out);
     // A fleet with errors is not what its author means yet: "unused" would be noise
     // (a pool whose set failed its checks is not unused).
@@ -553,6 +554,71 @@ fn ambiguous_labels(repo: &FleetRepo, out: &mut Vec<Diagnostic>) {
             }
         }
     }
+}
+
+/// Two sites that reach the same place would each plan, and prune, what the other
+/// applied: refused. The second one (in file order) carries the error.
+fn shared_targets(repo: &FleetRepo, out: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<String, &Located<Site>> = BTreeMap::new();
+    let mut sites: Vec<&Located<Site>> = repo.sites.values().collect();
+    sites.sort_by(|a, b| (&a.file, a.node.pos).cmp(&(&b.file, b.node.pos)));
+    for site in sites {
+        let Some((target, pointer)) = target_of(repo, &site.value) else {
+            continue;
+        };
+        if let Some(first) = seen.get(&target) {
+            out.push(
+                site.diag(
+                    Code::SharedTarget,
+                    pointer,
+                    format!(
+                        "Site `{}` reaches {target}, as Site `{}` does; each would plan and prune the other's objects",
+                        site.value.metadata.name, first.value.metadata.name
+                    ),
+                )
+                .with_hint(format!(
+                    "give each site its own context and namespace (or Slurm endpoint or user); the other is defined at {}",
+                    first.origin()
+                )),
+            );
+        } else {
+            seen.insert(target, site);
+        }
+    }
+}
+
+/// Where a site's objects live, in words, and the field that says so.
+fn target_of(repo: &FleetRepo, site: &Site) -> Option<(String, &'static str)> {
+    if let Some(k) = &site.spec.kubernetes {
+        let cluster = if k.in_cluster {
+            "the cluster drover runs in".to_owned()
+        } else {
+            let config = k
+                .kubeconfig_ref
+                .as_deref()
+                .map_or("the default kubeconfig".to_owned(), |r| {
+                    format!("the kubeconfig of SecretRef `{r}`")
+                });
+            let context = k
+                .context
+                .as_deref()
+                .map_or("the current context".to_owned(), |c| format!("context `{c}`"));
+            format!("{context} of {config}")
+        };
+        let namespace = repo.runner_namespace(site);
+        return Some((format!("{cluster}, namespace `{namespace}`"), "/spec/kubernetes"));
+    }
+    let slurm = site.spec.slurm.as_ref()?;
+    if let Some(rest) = &slurm.rest {
+        let url = rest.url.trim_end_matches('/');
+        let target = format!("slurmrestd {url} as user `{}`", rest.user);
+        return Some((target, "/spec/slurm/rest/url"));
+    }
+    let cli = slurm.cli.as_ref()?;
+    let conf = cli.slurm_conf.as_deref().unwrap_or("the default slurm.conf");
+    let user = cli.user.as_deref().unwrap_or("drover's own user");
+    let target = format!("the Slurm cluster of {conf} as {user}");
+    Some((target, "/spec/slurm/cli"))
 }
 
 fn unused(repo: &FleetRepo, out: &mut Vec<Diagnostic>) {

@@ -40,9 +40,14 @@ pub enum ChangeError {
     },
     /// The live object no longer carries drover's ownership labels.
     #[error(
-        "refused to delete: the live object no longer carries drover's ownership labels for fleet {0}"
+        "refused to delete: the live object no longer carries drover's ownership labels for fleet {fleet} and site {site}"
     )]
-    NotOwned(String),
+    NotOwned {
+        /// The fleet.
+        fleet: String,
+        /// The site.
+        site: String,
+    },
     /// The runner set has no rendered runner template on the site.
     #[error("runner set {0} has no PodTemplate on this site; not created")]
     NoPodTemplate(String),

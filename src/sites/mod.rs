@@ -26,6 +26,10 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "drover";
 /// Label naming the fleet (the `Fleet` document's name) that owns an object.
 pub const OWNER_LABEL: &str = "drover.dev/owner";
+/// Label naming the site (the `Site` document's name) an object was applied for. Objects
+/// without it were labelled by a drover before site labels: adopted when declared, never
+/// pruned (see `docs/kubernetes.md`, "Ownership").
+pub const SITE_LABEL: &str = "drover.dev/site";
 /// Label naming the runner set an object belongs to, when it belongs to one.
 pub const RUNNER_SET_LABEL: &str = "drover.dev/runner-set";
 /// Field manager used for every server-side apply.

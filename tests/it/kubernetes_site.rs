@@ -1177,3 +1177,69 @@ async fn dind_on_a_cluster_without_native_sidecars_is_an_error_finding() {
     let env = Env::new(&fleet_yaml(BIG, "")).await;
     assert!(!codes(&env.plan().await).contains(&"native-sidecar-unsupported"));
 }
+
+/// Ownership is per site: an object labelled for another site of the fleet is neither
+/// planned nor pruned; one from before site labels is adopted when declared and never
+/// pruned when not.
+#[tokio::test]
+async fn objects_of_another_site_are_left_and_unlabelled_ones_adopted_never_pruned() {
+    let env = Env::new(&fleet_yaml("", "")).await;
+    env.apply().await;
+    let labels = |site: Option<&str>| {
+        let mut l = json!({"app.kubernetes.io/managed-by": "drover", "drover.dev/owner": "ci"});
+        if let Some(site) = site {
+            l["drover.dev/site"] = json!(site);
+        }
+        l
+    };
+    let quota = |name: &str, site: Option<&str>| {
+        json!({"apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": name, "namespace": NS, "labels": labels(site)},
+        "spec": {"hard": {"pods": "1"}}})
+    };
+    env.emu
+        .put_object_as("drover", quota("twin", Some("other-site")))
+        .unwrap();
+    env.emu.put_object_as("drover", quota("legacy", None)).unwrap();
+    // A declared object as an older drover left it: no site label.
+    let mut small = env
+        .emu
+        .get_object("v1", "PodTemplate", Some(NS), "small")
+        .unwrap();
+    small["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("drover.dev/site");
+    env.emu.put_object_as("drover", small).unwrap();
+
+    let plan = env.plan().await;
+    assert_eq!(changed(&plan), vec!["update PodTemplate runners/small"]);
+    let finding = plan
+        .findings
+        .iter()
+        .find(|f| f.code == "legacy-objects-not-pruned")
+        .expect("legacy finding");
+    assert!(
+        finding.message.contains("ResourceQuota runners/legacy"),
+        "{}",
+        finding.message
+    );
+    assert!(!finding.message.contains("twin"), "{}", finding.message);
+
+    let (_, report) = env.apply().await;
+    assert!(report.is_success(), "{report:#?}");
+    let adopted = env
+        .emu
+        .get_object("v1", "PodTemplate", Some(NS), "small")
+        .unwrap();
+    assert_eq!(adopted["metadata"]["labels"]["drover.dev/site"], SITE);
+    for name in ["twin", "legacy"] {
+        assert!(
+            env.emu
+                .get_object("v1", "ResourceQuota", Some(NS), name)
+                .is_some(),
+            "{name} was deleted"
+        );
+    }
+    assert!(!env.plan().await.has_changes());
+}

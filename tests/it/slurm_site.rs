@@ -943,7 +943,7 @@ async fn undeclared_sets_are_pruned_only_with_prune(bed: Bed) {
     ]);
     let _cleanup = DeletePartition(bed.clone(), part.clone());
     let mut old = f.spec("keep", 1);
-    let identity = JobIdentity::new(f.name.clone(), "old", 1);
+    let identity = JobIdentity::new(f.name.clone(), "bed", "old", 1);
     old.name = identity.job_name();
     old.comment = identity.comment();
     old.partition = part;

@@ -199,8 +199,11 @@ async fn delete_one(client: &kube::Client, op: &Op, s: &ApplySettings) -> Result
         return Ok(()); // already gone
     };
     let live_value = serde_json::to_value(&live).unwrap_or(Value::Null);
-    if !is_owned(&live_value, &s.fleet) {
-        return Err(ChangeError::NotOwned(s.fleet.clone()));
+    if !is_owned(&live_value, &s.fleet, &s.site) {
+        return Err(ChangeError::NotOwned {
+            fleet: s.fleet.clone(),
+            site: s.site.clone(),
+        });
     }
     let params = DeleteParams {
         dry_run: s.options.dry_run,

@@ -151,6 +151,7 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         .as_ref()
         .map(|f| f as &dyn Fn(&str) -> Option<crate::runners::RegisteredRunner>);
     let inputs = runners::RunnerInputs {
+        site: ctx.name(),
         namespace: &rendered.namespace,
         desired: &desired,
         prune: settings.prune && settings.desired_complete,

@@ -13,7 +13,7 @@ use super::observe::{CustomKind, Observed};
 use super::render::{self, Rendered};
 use crate::fleet::model::SitePolicy;
 use crate::plan::{Action, Change, Finding, FindingSeverity, SiteKind, SitePlan, Target};
-use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL};
+use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, SITE_LABEL};
 
 /// Settings of one plan.
 #[derive(Debug, Clone)]
@@ -78,11 +78,36 @@ fn target_of(key: &Key) -> Target {
     }
 }
 
-/// Whether a live object carries drover's ownership labels for `fleet`.
-pub fn is_owned(obj: &Value, fleet: &str) -> bool {
+/// Whose a live object is, by drover's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// This fleet's, applied for this site.
+    Site,
+    /// This fleet's, labelled by a drover before site labels (no site named): adopted when
+    /// the site declares it, never pruned.
+    Legacy,
+    /// Another fleet's or another site's, or nobody's.
+    Other,
+}
+
+/// Whose `obj` is, for site `site` of fleet `fleet`.
+pub(crate) fn owner(obj: &Value, fleet: &str, site: &str) -> Owner {
     let labels = &obj["metadata"]["labels"];
-    labels[MANAGED_BY_LABEL].as_str() == Some(MANAGED_BY)
-        && labels[OWNER_LABEL].as_str() == Some(fleet)
+    if labels[MANAGED_BY_LABEL].as_str() != Some(MANAGED_BY)
+        || labels[OWNER_LABEL].as_str() != Some(fleet)
+    {
+        return Owner::Other;
+    }
+    match labels[SITE_LABEL].as_str() {
+        None => Owner::Legacy,
+        Some(s) if s == site => Owner::Site,
+        Some(_) => Owner::Other,
+    }
+}
+
+/// Whether a live object carries drover's ownership labels for `fleet` and `site`.
+pub fn is_owned(obj: &Value, fleet: &str, site: &str) -> bool {
+    owner(obj, fleet, site) == Owner::Site
 }
 
 fn push(
@@ -138,11 +163,12 @@ fn push(
 pub fn compute(rendered: &Rendered, observed: &Observed, settings: &PlanSettings) -> Planned {
     let mut plan = SitePlan::new(&settings.site, SiteKind::Kubernetes, settings.policy);
     let mut ops = Vec::new();
-    let live: HashMap<Key, &Value> = observed
+    let live: HashMap<Key, (&Value, Owner)> = observed
         .owned
         .iter()
-        .filter(|o| is_owned(o, &settings.fleet))
-        .map(|o| (key_of(o), o))
+        .map(|o| (o, owner(o, &settings.fleet, &settings.site)))
+        .filter(|(_, owner)| *owner != Owner::Other)
+        .map(|(o, owner)| (key_of(o), (o, owner)))
         .collect();
     let mut desired_keys = std::collections::HashSet::new();
 
@@ -228,7 +254,7 @@ pub fn compute(rendered: &Rendered, observed: &Observed, settings: &PlanSettings
             kind,
             key.clone(),
             adapted.as_ref().unwrap_or(obj),
-            live.get(&key).copied(),
+            live.get(&key).map(|(o, _)| *o),
             blocked,
         );
     }
@@ -251,12 +277,30 @@ pub fn compute(rendered: &Rendered, observed: &Observed, settings: &PlanSettings
         );
     }
 
-    // Owned objects that are no longer declared.
-    let mut orphans: Vec<(&Key, &Value)> = live
-        .iter()
-        .filter(|(k, _)| !desired_keys.contains(*k))
-        .map(|(k, v)| (k, *v))
-        .collect();
+    // Owned objects that are no longer declared. Legacy ones (no site label) may be another
+    // site's: they are reported, never pruned.
+    let undeclared = live.iter().filter(|(k, _)| !desired_keys.contains(*k));
+    let mut legacy: Vec<String> = Vec::new();
+    let mut orphans: Vec<(&Key, &Value)> = Vec::new();
+    for (key, (obj, owner)) in undeclared {
+        match owner {
+            Owner::Legacy => legacy.push(target_of(key).to_string()),
+            _ => orphans.push((key, *obj)),
+        }
+    }
+    if !legacy.is_empty() {
+        legacy.sort();
+        plan.findings.push(Finding::new(
+            FindingSeverity::Warning,
+            "legacy-objects-not-pruned",
+            format!("site {}", settings.site),
+            format!(
+                "{} object(s) of this fleet carry no `{SITE_LABEL}` label (applied by an older drover), and this site does not declare them; they may be another site's, so they are never pruned: {}",
+                legacy.len(),
+                legacy.join(", ")
+            ),
+        ));
+    }
     orphans.sort_by_key(|(k, v)| {
         let tier = kinds::lookup(
             v["apiVersion"].as_str().unwrap_or_default(),

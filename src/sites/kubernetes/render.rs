@@ -18,10 +18,11 @@ use crate::fleet::model::{
 };
 use crate::fleet::quantity::Quantity;
 use crate::plan::{Finding, FindingSeverity};
-use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL, SiteContext};
+use crate::sites::{
+    MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL, SITE_LABEL, SiteContext,
+};
 
 /// Namespace used when neither the site nor the fleet defaults name one.
-pub const DEFAULT_NAMESPACE: &str = "drover-runners";
 /// Name of the runners' ServiceAccount, Role and RoleBinding.
 pub const RUNNER_ACCOUNT: &str = "drover-runner";
 /// Name of the runners' NetworkPolicy.
@@ -116,11 +117,13 @@ pub enum RenderError {
     },
 }
 
-/// The owner labels every owned object carries, plus the runner set when given.
-pub fn owner_labels(fleet: &str, runner_set: Option<&str>) -> Value {
+/// The owner labels every owned object carries (fleet and site), plus the runner set when
+/// given.
+pub fn owner_labels(fleet: &str, site: &str, runner_set: Option<&str>) -> Value {
     let mut labels = Map::new();
     labels.insert(MANAGED_BY_LABEL.into(), json!(MANAGED_BY));
     labels.insert(OWNER_LABEL.into(), json!(fleet));
+    labels.insert(SITE_LABEL.into(), json!(site));
     if let Some(set) = runner_set {
         labels.insert(RUNNER_SET_LABEL.into(), json!(set));
     }
@@ -152,21 +155,9 @@ fn k8s_site<'a>(ctx: &'a SiteContext<'_>) -> Option<&'a crate::fleet::model::Kub
     ctx.site.value.spec.kubernetes.as_ref()
 }
 
-/// The runner namespace of a site: site, fleet default, or [`DEFAULT_NAMESPACE`].
+/// The runner namespace of the site ([`FleetRepo::runner_namespace`]).
 pub fn namespace_of(ctx: &SiteContext<'_>) -> String {
-    ctx.site
-        .value
-        .spec
-        .kubernetes
-        .as_ref()
-        .and_then(|k| k.namespace.clone())
-        .or_else(|| {
-            ctx.repo
-                .fleet
-                .as_ref()
-                .and_then(|f| f.value.spec.defaults.namespace.clone())
-        })
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+    ctx.repo.runner_namespace(&ctx.site.value)
 }
 
 /// Renders everything drover wants on the site. Pure.
@@ -199,7 +190,7 @@ pub fn render(ctx: &SiteContext<'_>) -> Result<Rendered, RenderError> {
         .map(|d| (d.namespace.clone(), d.name.clone()))
         .collect();
 
-    let labels = || owner_labels(fleet, None);
+    let labels = || owner_labels(fleet, ctx.name(), None);
     out.objects.push(object(
         &kinds::NAMESPACE,
         meta(&ns, None, labels()),
@@ -319,7 +310,8 @@ pub fn render(ctx: &SiteContext<'_>) -> Result<Rendered, RenderError> {
     Ok(out)
 }
 
-/// The labels every runner Pod carries (the NetworkPolicy selects them).
+/// The labels every runner Pod carries besides its site and set (the NetworkPolicy selects
+/// by them, so that it also covers Pods made before site labels).
 pub fn runner_pod_selector(fleet: &str) -> Value {
     json!({MANAGED_BY_LABEL: MANAGED_BY, OWNER_LABEL: fleet, COMPONENT_LABEL: "runner"})
 }
@@ -370,7 +362,7 @@ fn render_runner_set(
     let fleet = ctx.fleet_name();
     let name = set.metadata.name.as_str();
     let spec = &set.spec;
-    let labels = || owner_labels(fleet, Some(name));
+    let labels = || owner_labels(fleet, ctx.name(), Some(name));
 
     // Resources of each container, and the quota: the sum over a runner Pod's containers
     // × max. A quota that tracks a resource makes Kubernetes refuse any Pod with a
@@ -604,6 +596,7 @@ fn render_runner_set(
         pod.insert("volumes".into(), json!(volumes));
     }
     let mut pod_labels = runner_pod_selector(fleet);
+    pod_labels[SITE_LABEL] = json!(ctx.name());
     pod_labels[RUNNER_SET_LABEL] = json!(name);
     let template = json!({"metadata": {"labels": pod_labels}, "spec": pod});
 
@@ -764,7 +757,7 @@ fn arc_config_secret(ctx: &SiteContext<'_>, ns: &str, out: &mut Rendered) -> Str
             );
             out.objects.push(object(
                 &kinds::EXTERNAL_SECRET,
-                meta(ARC_CONFIG_SECRET, Some(ns), owner_labels(fleet, None)),
+                meta(ARC_CONFIG_SECRET, Some(ns), owner_labels(fleet, ctx.name(), None)),
                 json!({"spec": {
                     "secretStoreRef": {"name": es.store, "kind": es.store_kind.as_str()},
                     "target": {"name": ARC_CONFIG_SECRET, "creationPolicy": "Owner", "template": {"data": data}},

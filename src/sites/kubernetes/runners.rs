@@ -35,7 +35,7 @@ use crate::runners::RegisteredRunner;
 use crate::runners::runner_name;
 use crate::runners::scale_down::{self, Live, Standing};
 use crate::runners::{RunnerId, Slot};
-use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL};
+use crate::sites::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RUNNER_SET_LABEL, SITE_LABEL};
 
 /// Target kind of runner Pods in plans.
 pub(crate) const TARGET_KIND: &str = "Pod";
@@ -102,6 +102,8 @@ pub struct RunnerPod {
     pub name: String,
     /// Namespace.
     pub namespace: String,
+    /// The site it was made for; `None` for a Pod made before site labels.
+    pub site: Option<String>,
     /// The runner set (label `drover.dev/runner-set`).
     pub set: String,
     /// uid (delete precondition).
@@ -132,6 +134,7 @@ impl RunnerPod {
         let meta = &pod["metadata"];
         let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let set = meta["labels"][RUNNER_SET_LABEL].as_str()?.to_string();
+        let site = meta["labels"][SITE_LABEL].as_str().map(str::to_string);
         let name = meta["name"].as_str()?.to_string();
         let statuses = pod["status"]["containerStatuses"]
             .as_array()
@@ -150,6 +153,7 @@ impl RunnerPod {
         Some(RunnerPod {
             name,
             namespace: text(&meta["namespace"]),
+            site,
             set,
             uid: text(&meta["uid"]),
             resource_version: text(&meta["resourceVersion"]),
@@ -308,6 +312,8 @@ pub(crate) type Registrations<'a> = Option<&'a dyn Fn(&str) -> Option<Registered
 
 /// Inputs of the runner plan besides the Pods.
 pub(crate) struct RunnerInputs<'a> {
+    /// The site planned: Pods labelled for another site are not its own.
+    pub site: &'a str,
     /// The runner namespace of the site.
     pub namespace: &'a str,
     /// Declared `engine: drover` runner sets of the site.
@@ -345,7 +351,7 @@ pub(crate) fn plan_runners(inputs: &RunnerInputs<'_>, pods: &[RunnerPod]) -> Run
     let declared: BTreeSet<&str> = inputs.desired.iter().map(|d| d.set.as_str()).collect();
     let mut by_set: BTreeMap<&str, Vec<&RunnerPod>> = BTreeMap::new();
     let mut undeclared: BTreeMap<&str, Vec<&RunnerPod>> = BTreeMap::new();
-    for pod in pods {
+    for pod in pods.iter().filter(|p| is_own(p, inputs)) {
         if declared.contains(pod.set.as_str()) && pod.namespace == inputs.namespace {
             by_set.entry(pod.set.as_str()).or_default().push(pod);
         } else {
@@ -382,6 +388,16 @@ pub(crate) fn plan_runners(inputs: &RunnerInputs<'_>, pods: &[RunnerPod]) -> Run
         }
     }
     plan
+}
+
+/// Whether `pod` is this site's: labelled for it, or made before site labels in its
+/// runner namespace (which no other site may share, E316). A Pod of another site, or an
+/// unlabelled one elsewhere, is left alone.
+fn is_own(pod: &RunnerPod, inputs: &RunnerInputs<'_>) -> bool {
+    match pod.site.as_deref() {
+        Some(site) => site == inputs.site,
+        None => pod.namespace == inputs.namespace,
+    }
 }
 
 fn sort_pods(pods: &mut [&RunnerPod]) {
@@ -763,6 +779,7 @@ mod tests {
         RunnerPod {
             name: name.into(),
             namespace: NS.into(),
+            site: Some("lab".into()),
             set: set.into(),
             uid: format!("uid-{name}"),
             resource_version: "7".into(),
@@ -800,6 +817,7 @@ mod tests {
             .as_ref()
             .map(|f| f as &dyn Fn(&str) -> Option<RegisteredRunner>);
         let inputs = RunnerInputs {
+            site: "lab",
             namespace: NS,
             desired,
             prune,

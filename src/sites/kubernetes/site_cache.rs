@@ -443,6 +443,7 @@ mod tests {
         RunnerPod {
             name: name.into(),
             namespace: "runners".into(),
+            site: Some("lab".into()),
             set: "small".into(),
             uid: format!("uid-{name}"),
             resource_version: rv.into(),

@@ -2,7 +2,11 @@
 //! parser. Pure; no I/O.
 //!
 //! * name: `drover-<fleet>-<set>`
-//! * comment: `drover:fleet=<fleet>,set=<set>,slot=<n>`
+//! * comment: `drover:fleet=<fleet>,set=<set>,slot=<n>,site=<site>`
+//!
+//! The `site=` field names the Site the job was submitted for. Jobs submitted before site
+//! labels have none: they are adopted by the one site that submits as their user to their
+//! cluster (two sites may not share both, E316).
 //!
 //! `<fleet>` and `<set>` are DNS-1123 labels (the fleet model guarantees it), `<n>` is a
 //! positive decimal without leading zeros. A job is drover's only when its comment parses
@@ -16,11 +20,13 @@ use std::fmt;
 /// Prefix of every drover job comment.
 pub const COMMENT_PREFIX: &str = "drover:";
 
-/// Who owns a runner job: fleet, runner set and slot.
+/// Who owns a runner job: fleet, site, runner set and slot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobIdentity {
     /// The owning fleet's name.
     pub fleet: String,
+    /// The site it was submitted for; `None` for a job submitted before site labels.
+    pub site: Option<String>,
     /// The runner set's name.
     pub set: String,
     /// The runner's slot within its set, from 1.
@@ -28,13 +34,24 @@ pub struct JobIdentity {
 }
 
 impl JobIdentity {
-    /// An identity.
-    pub fn new(fleet: impl Into<String>, set: impl Into<String>, slot: u32) -> Self {
+    /// The identity of slot `slot` of runner set `set`, submitted for `site` of `fleet`.
+    pub fn new(
+        fleet: impl Into<String>,
+        site: impl Into<String>,
+        set: impl Into<String>,
+        slot: u32,
+    ) -> Self {
         Self {
             fleet: fleet.into(),
+            site: Some(site.into()),
             set: set.into(),
             slot,
         }
+    }
+
+    /// Whether a job of this identity is `site`'s: submitted for it, or before site labels.
+    pub fn is_of_site(&self, site: &str) -> bool {
+        self.site.as_deref().is_none_or(|s| s == site)
     }
 
     /// The job name: `drover-<fleet>-<set>`.
@@ -44,10 +61,15 @@ impl JobIdentity {
 
     /// The job comment: `drover:fleet=<fleet>,set=<set>,slot=<n>`.
     pub fn comment(&self) -> String {
-        format!(
+        let mut comment = format!(
             "{COMMENT_PREFIX}fleet={},set={},slot={}",
             self.fleet, self.set, self.slot
-        )
+        );
+        if let Some(site) = &self.site {
+            comment.push_str(",site=");
+            comment.push_str(site);
+        }
+        comment
     }
 
     /// Parses a job's name and comment; `None` unless both are exactly drover's formats
@@ -58,11 +80,20 @@ impl JobIdentity {
         let fleet = field(fields.next()?, "fleet")?;
         let set = field(fields.next()?, "set")?;
         let slot = field(fields.next()?, "slot")?;
+        let site = match fields.next() {
+            None => None,
+            Some(kv) => Some(field(kv, "site").filter(|s| is_label(s))?),
+        };
         if fields.next().is_some() || !is_label(fleet) || !is_label(set) {
             return None;
         }
         let slot = parse_slot(slot)?;
-        (name == job_name(fleet, set)).then(|| Self::new(fleet, set, slot))
+        (name == job_name(fleet, set)).then(|| Self {
+            fleet: fleet.to_owned(),
+            site: site.map(str::to_owned),
+            set: set.to_owned(),
+            slot,
+        })
     }
 }
 
@@ -107,13 +138,23 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let id = JobIdentity::new("gpu-ci", "gpu-a100-slurm", 3);
+        let id = JobIdentity::new("gpu-ci", "hpc", "gpu-a100-slurm", 3);
         assert_eq!(id.job_name(), "drover-gpu-ci-gpu-a100-slurm");
         assert_eq!(
             id.comment(),
-            "drover:fleet=gpu-ci,set=gpu-a100-slurm,slot=3"
+            "drover:fleet=gpu-ci,set=gpu-a100-slurm,slot=3,site=hpc"
         );
         assert_eq!(JobIdentity::parse(&id.job_name(), &id.comment()), Some(id));
+    }
+
+    #[test]
+    fn jobs_from_before_site_labels_parse_and_belong_to_any_site() {
+        let legacy = "drover:fleet=gpu-ci,set=gpu-a100-slurm,slot=3";
+        let id = JobIdentity::parse("drover-gpu-ci-gpu-a100-slurm", legacy).unwrap();
+        assert_eq!(id.site, None);
+        assert!(id.is_of_site("hpc") && id.is_of_site("other"));
+        let mine = JobIdentity::new("gpu-ci", "hpc", "gpu-a100-slurm", 3);
+        assert!(mine.is_of_site("hpc") && !mine.is_of_site("other"));
     }
 
     #[test]
@@ -129,6 +170,9 @@ mod tests {
             "drover:fleet=f,set=s,slot=01",
             "drover:fleet=f,set=s,slot=-1",
             "drover:fleet=f,set=s,slot=1,extra=x",
+            "drover:fleet=f,set=s,slot=1,site=",
+            "drover:fleet=f,set=s,slot=1,site=B",
+            "drover:fleet=f,set=s,slot=1,site=b,extra=x",
             "drover:set=s,fleet=f,slot=1",
             "drover:fleet=f,set=s,slot=1 ",
             "Drover:fleet=f,set=s,slot=1",

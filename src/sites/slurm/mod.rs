@@ -257,7 +257,7 @@ pub async fn runner_job(
             source,
         })?;
     Ok(
-        observe::owned_runners(&jobs, ctx.fleet_name(), conn.user.as_deref())
+        observe::owned_runners(&jobs, ctx.fleet_name(), ctx.name(), conn.user.as_deref())
             .into_iter()
             .find(|r| r.id == job_id && r.state == observe::RunnerState::Running),
     )

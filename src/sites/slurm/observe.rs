@@ -163,12 +163,12 @@ impl Runner {
 
 /// drover's runner jobs among `jobs`: name and comment in drover's format
 /// ([`JobIdentity::parse`]), of `fleet`, and submitted by `user` when it is known.
-pub fn owned_runners(jobs: &[Job], fleet: &str, user: Option<&str>) -> Vec<Runner> {
+pub fn owned_runners(jobs: &[Job], fleet: &str, site: &str, user: Option<&str>) -> Vec<Runner> {
     jobs.iter()
         .filter(|j| user.is_none_or(|u| j.user == u))
         .filter_map(|j| {
             let identity = JobIdentity::parse(&j.name, &j.comment)?;
-            (identity.fleet == fleet).then(|| {
+            (identity.fleet == fleet && identity.is_of_site(site)).then(|| {
                 let state = RunnerState::of(&j.state);
                 Runner {
                     id: j.id,
@@ -348,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn ownership_needs_name_comment_fleet_and_user() {
+    fn ownership_needs_name_comment_fleet_site_and_user() {
         let c = "drover:fleet=f,set=s,slot=1";
         let jobs = vec![
             job(1, "drover-f-s", c, "ci", JobState::Running),
@@ -369,10 +369,13 @@ mod tests {
                 JobState::Pending,
             ),
             job(6, "other", c, "ci", JobState::Pending),
+            job(7, "drover-f-s", &format!("{c},site=hpc"), "ci", JobState::Pending),
+            job(8, "drover-f-s", &format!("{c},site=lab"), "ci", JobState::Pending),
         ];
         let ids = |r: Vec<Runner>| r.iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(ids(owned_runners(&jobs, "f", Some("ci"))), vec![1]);
-        assert_eq!(ids(owned_runners(&jobs, "f", None)), vec![1, 4]);
+        assert_eq!(ids(owned_runners(&jobs, "f", "hpc", Some("ci"))), vec![1, 7]);
+        assert_eq!(ids(owned_runners(&jobs, "f", "hpc", None)), vec![1, 4, 7]);
+        assert_eq!(ids(owned_runners(&jobs, "f", "lab", None)), vec![1, 4, 8]);
     }
 
     #[test]
@@ -385,7 +388,7 @@ mod tests {
             JobState::Pending,
         );
         j.reason = HELD_REASON.into();
-        let r = &owned_runners(&[j], "f", None)[0];
+        let r = &owned_runners(&[j], "f", "hpc", None)[0];
         assert!(r.held && r.state == RunnerState::Pending && r.identity.slot == 2);
     }
 

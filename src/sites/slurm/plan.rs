@@ -411,7 +411,7 @@ mod tests {
     fn runner(id: u64, set: &str, slot: u32, state: RunnerState) -> Runner {
         Runner {
             id,
-            identity: JobIdentity::new("f", set, slot),
+            identity: JobIdentity::new("f", "hpc", set, slot),
             state,
             held: false,
             submit_time: id,

@@ -245,7 +245,7 @@ fn render_set(
         .container
         .as_ref()
         .map(|c| Container::resolve(&slurm.container, c));
-    let identity = JobIdentity::new(fleet, set_name.clone(), 0);
+    let identity = JobIdentity::new(fleet, ctx.name(), set_name.clone(), 0);
     Ok(RunnerTemplate {
         set: set_name.clone(),
         pool: pool.metadata.name.clone(),

@@ -50,7 +50,12 @@ pub(crate) async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan>
             plan.api = conn.driver.api();
             plan
         })?;
-    let runners = observe::owned_runners(&observed.jobs, ctx.fleet_name(), conn.user.as_deref());
+    let runners = observe::owned_runners(
+        &observed.jobs,
+        ctx.fleet_name(),
+        ctx.name(),
+        conn.user.as_deref(),
+    );
     let desired: Vec<DesiredSet> = templates
         .iter()
         .map(|t| DesiredSet {
