@@ -76,8 +76,15 @@ pub enum CredentialError {
 }
 
 /// Resolves a SecretRef readable by drover's own process (env or file). Trailing newlines
-/// of files are trimmed (secrets are usually written with `echo`).
+/// of files are trimmed (secrets are usually written with `echo`). The value is remembered
+/// by the redaction layer ([`crate::redact::remember`]), so no output shows it.
 pub fn resolve(name: &str, spec: &SecretRefSpec) -> Result<Secret, CredentialError> {
+    let secret = read(name, spec)?;
+    crate::redact::remember(secret.expose());
+    Ok(secret)
+}
+
+fn read(name: &str, spec: &SecretRefSpec) -> Result<Secret, CredentialError> {
     if let Some(env) = &spec.env {
         return std::env::var(&env.name).map(Secret::new).map_err(|_| {
             CredentialError::MissingEnv {

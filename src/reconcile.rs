@@ -12,6 +12,7 @@ use crate::fleet::FleetRepo;
 use crate::fleet::model::Site;
 use crate::fleet::repo::Located;
 use crate::plan::{ApplyReport, Plan, SitePlan};
+use crate::redact::Redactor;
 use crate::sites::{self, RunOptions, SiteContext};
 
 /// Errors that stop a run before any site is contacted.
@@ -74,13 +75,15 @@ async fn plan_one(repo: &FleetRepo, site: &Located<Site>, options: &RunOptions) 
     let name = ctx.name().to_string();
     let span = tracing::info_span!("site", site = %name, op = "plan");
     let limit = deadline(&site.value, false);
-    match tokio::time::timeout(limit, sites::plan(&ctx))
+    let mut plan = match tokio::time::timeout(limit, sites::plan(&ctx))
         .instrument(span)
         .await
     {
         Ok(plan) => plan,
         Err(_) => timed_out(&ctx, limit),
-    }
+    };
+    Redactor::new().site_plan(&mut plan);
+    plan
 }
 
 /// Applies every selected site concurrently; returns the plans and the apply reports.
@@ -118,7 +121,7 @@ async fn apply_one(
     let name = ctx.name().to_string();
     let span = tracing::info_span!("site", site = %name, op = "apply");
     let limit = deadline(&site.value, true);
-    match tokio::time::timeout(limit, sites::apply(&ctx))
+    let (mut plan, mut report) = match tokio::time::timeout(limit, sites::apply(&ctx))
         .instrument(span)
         .await
     {
@@ -132,7 +135,11 @@ async fn apply_one(
             };
             (plan, report)
         }
-    }
+    };
+    let redactor = Redactor::new();
+    redactor.site_plan(&mut plan);
+    redactor.report(&mut report);
+    (plan, report)
 }
 
 fn timed_out(ctx: &SiteContext<'_>, limit: Duration) -> SitePlan {

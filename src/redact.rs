@@ -2,8 +2,9 @@
 //! logs, `/status`, the page, plans and pull-request output).
 //!
 //! A [`Redactor`] replaces, in any text:
-//! 1. every value the process knows to be secret ([`Redactor::know`]: the GitHub token,
-//!    resolved site credentials, a remote's token, SSH key and URL userinfo);
+//! 1. every value the process knows to be secret: each credential drover resolved
+//!    ([`remember`], called by [`crate::credentials::resolve`]) and each value given to
+//!    [`Redactor::know`] (a remote's token, SSH key and URL userinfo);
 //! 2. a URL given with [`Redactor::with_url`] by its display form ([`strip_credentials`]);
 //! 3. everything shaped like a credential: private key blocks, GitHub tokens, AWS access
 //!    keys, JWTs, `Authorization`/`X-SLURM-USER-TOKEN` header values, and token-like query
@@ -17,14 +18,32 @@
 //! renderer sees it; pull-request output (world-readable on public repos) also passes its
 //! final text through [`Redactor::text`].
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, RwLock};
 
 use regex::Regex;
 
-use crate::plan::Plan;
+use crate::plan::{ApplyReport, Plan, SitePlan};
 
 /// What masked values are replaced with.
 pub const MASK: &str = "<redacted>";
+
+/// Every secret value this process has resolved: every [`Redactor`] masks them.
+static REMEMBERED: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Remembers a secret value this process resolved, so that no text any [`Redactor`]
+/// produces shows it (values shorter than 4 characters are ignored: they would mask
+/// ordinary text).
+pub fn remember(value: &str) {
+    let v = value.trim();
+    if v.chars().count() < 4 {
+        return;
+    }
+    let mut known = REMEMBERED.write().unwrap_or_else(|e| e.into_inner());
+    if !known.iter().any(|k| k == v) {
+        known.push(v.to_owned());
+        known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    }
+}
 
 static SHAPES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     [
@@ -177,6 +196,11 @@ impl Redactor {
                 out = out.replace(k.as_str(), MASK);
             }
         }
+        for k in REMEMBERED.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if out.contains(k.as_str()) {
+                out = out.replace(k.as_str(), MASK);
+            }
+        }
         for re in SHAPES.iter() {
             if re.is_match(&out) {
                 // Shapes with a `keep` group (a header name, `?token=`) keep it.
@@ -191,21 +215,40 @@ impl Redactor {
     /// Masks every text of a plan in place (diffs, reasons, findings, errors).
     pub fn plan(&self, plan: &mut Plan) {
         for site in &mut plan.sites {
-            if let Some(e) = &mut site.error {
-                *e = self.text(e);
-            }
+            self.site_plan(site);
             for c in &mut site.changes {
                 if let Some(d) = &mut c.diff {
                     *d = self.text(d);
                 }
-                if let Some(r) = &mut c.reason {
-                    *r = self.text(r);
-                }
             }
-            for f in &mut site.findings {
-                f.message = self.text(&f.message);
-                f.subject = self.text(&f.subject);
+        }
+    }
+
+    /// Masks the texts of a site's plan that can carry what a remote said: its error, the
+    /// reasons of its changes and its findings. (Diffs come from the fleet and the live
+    /// objects, whose secret values the planners mask; [`Redactor::plan`] masks them too.)
+    pub fn site_plan(&self, plan: &mut SitePlan) {
+        if let Some(e) = &mut plan.error {
+            *e = self.text(e);
+        }
+        for c in &mut plan.changes {
+            if let Some(r) = &mut c.reason {
+                *r = self.text(r);
             }
+        }
+        for f in &mut plan.findings {
+            f.message = self.text(&f.message);
+            f.subject = self.text(&f.subject);
+        }
+    }
+
+    /// Masks the texts of an apply report (failed changes, the refusal).
+    pub fn report(&self, report: &mut ApplyReport) {
+        for (_, _, error) in &mut report.failed {
+            *error = self.text(error);
+        }
+        if let Some(r) = &mut report.refused {
+            *r = self.text(r);
         }
     }
 }

@@ -602,11 +602,16 @@ fn target_of(repo: &FleetRepo, site: &Site) -> Option<(String, &'static str)> {
             let context = k
                 .context
                 .as_deref()
-                .map_or("the current context".to_owned(), |c| format!("context `{c}`"));
+                .map_or("the current context".to_owned(), |c| {
+                    format!("context `{c}`")
+                });
             format!("{context} of {config}")
         };
         let namespace = repo.runner_namespace(site);
-        return Some((format!("{cluster}, namespace `{namespace}`"), "/spec/kubernetes"));
+        return Some((
+            format!("{cluster}, namespace `{namespace}`"),
+            "/spec/kubernetes",
+        ));
     }
     let slurm = site.spec.slurm.as_ref()?;
     if let Some(rest) = &slurm.rest {
@@ -615,7 +620,10 @@ fn target_of(repo: &FleetRepo, site: &Site) -> Option<(String, &'static str)> {
         return Some((target, "/spec/slurm/rest/url"));
     }
     let cli = slurm.cli.as_ref()?;
-    let conf = cli.slurm_conf.as_deref().unwrap_or("the default slurm.conf");
+    let conf = cli
+        .slurm_conf
+        .as_deref()
+        .unwrap_or("the default slurm.conf");
     let user = cli.user.as_deref().unwrap_or("drover's own user");
     let target = format!("the Slurm cluster of {conf} as {user}");
     Some((target, "/spec/slurm/cli"))

@@ -1200,7 +1200,9 @@ async fn objects_of_another_site_are_left_and_unlabelled_ones_adopted_never_prun
     env.emu
         .put_object_as("drover", quota("twin", Some("other-site")))
         .unwrap();
-    env.emu.put_object_as("drover", quota("legacy", None)).unwrap();
+    env.emu
+        .put_object_as("drover", quota("legacy", None))
+        .unwrap();
     // A declared object as an older drover left it: no site label.
     let mut small = env
         .emu

@@ -18,6 +18,7 @@ mod kubernetes_example_fleet;
 mod kubernetes_render;
 mod kubernetes_runners;
 mod kubernetes_site;
+mod planted_tokens;
 mod pr_plans;
 mod pr_workflows;
 mod schema_props;

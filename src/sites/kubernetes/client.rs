@@ -183,6 +183,19 @@ pub fn client_from(config: kube::Config) -> Result<kube::Client, Error> {
     Ok(builder.with_layer(&StatusBodies).build())
 }
 
+/// The kubeconfig's credentials are secrets like a SecretRef's: the redaction layer
+/// masks them wherever they would show (a server may echo a bearer token in an error).
+fn remember_credentials(config: &kube::Config) {
+    use secrecy::ExposeSecret;
+    let auth = &config.auth_info;
+    for secret in [&auth.token, &auth.password, &auth.client_key_data]
+        .into_iter()
+        .flatten()
+    {
+        crate::redact::remember(secret.expose_secret());
+    }
+}
+
 /// Resolves the site's client configuration (see [`connect`]), with the site's timeouts
 /// and kube's own retries off.
 pub async fn config(ctx: &SiteContext<'_>) -> Result<kube::Config, Error> {
@@ -224,6 +237,7 @@ pub async fn config(ctx: &SiteContext<'_>) -> Result<kube::Config, Error> {
             .await
             .map_err(|e| Error::Config(e.to_string()))?
     };
+    remember_credentials(&config);
     let timeout = site_timeout(ctx);
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);

@@ -253,7 +253,8 @@ async fn settle(
             return;
         }
     };
-    let runners = observe::owned_runners(&jobs, ctx.fleet_name(), ctx.name(), p.conn.user.as_deref());
+    let runners =
+        observe::owned_runners(&jobs, ctx.fleet_name(), ctx.name(), p.conn.user.as_deref());
     let winners = slot_winners(&runners);
     let ours: Vec<u64> = held.iter().map(|(_, _, id)| *id).collect();
     let steps: Vec<(Target, u64, Option<Winner>)> = held

@@ -369,11 +369,26 @@ mod tests {
                 JobState::Pending,
             ),
             job(6, "other", c, "ci", JobState::Pending),
-            job(7, "drover-f-s", &format!("{c},site=hpc"), "ci", JobState::Pending),
-            job(8, "drover-f-s", &format!("{c},site=lab"), "ci", JobState::Pending),
+            job(
+                7,
+                "drover-f-s",
+                &format!("{c},site=hpc"),
+                "ci",
+                JobState::Pending,
+            ),
+            job(
+                8,
+                "drover-f-s",
+                &format!("{c},site=lab"),
+                "ci",
+                JobState::Pending,
+            ),
         ];
         let ids = |r: Vec<Runner>| r.iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(ids(owned_runners(&jobs, "f", "hpc", Some("ci"))), vec![1, 7]);
+        assert_eq!(
+            ids(owned_runners(&jobs, "f", "hpc", Some("ci"))),
+            vec![1, 7]
+        );
         assert_eq!(ids(owned_runners(&jobs, "f", "hpc", None)), vec![1, 4, 7]);
         assert_eq!(ids(owned_runners(&jobs, "f", "lab", None)), vec![1, 4, 8]);
     }
