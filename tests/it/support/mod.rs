@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod arc;
+pub mod flood;
 pub mod git_server;
 pub mod github_emulator;
 pub mod kube_emulator;
