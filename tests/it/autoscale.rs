@@ -8,6 +8,7 @@
 //! Needs `scripts/slurm-testbed.sh up` and its environment (`scripts/test.sh` does both);
 //! missing variables fail the tests.
 
+use crate::support::testbed_var;
 use crate::support::{fake_runner, fake_runner_in};
 
 use std::collections::BTreeSet;
@@ -28,12 +29,6 @@ use serde_json::json;
 
 const PAT: &str = "ghp_autoscale_test_token";
 const LONG: Duration = Duration::from_secs(120);
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `scripts/slurm-testbed.sh up` and eval its env (scripts/test.sh does)")
-    })
-}
 
 fn suffix() -> String {
     let n = SystemTime::now()
@@ -231,7 +226,11 @@ impl World {
         let scratch = tempfile::tempdir().unwrap();
         set_mode(scratch.path(), 0o1777);
         std::fs::write(dir.path().join("gh.token"), PAT).unwrap();
-        std::fs::write(dir.path().join("slurm.jwt"), var("DROVER_SLURM_TOKEN")).unwrap();
+        std::fs::write(
+            dir.path().join("slurm.jwt"),
+            testbed_var("DROVER_SLURM_TOKEN"),
+        )
+        .unwrap();
         let mut yaml = format!(
             r#"apiVersion: drover.dev/v1alpha1
 kind: Fleet
@@ -273,9 +272,9 @@ spec:
         }
         std::fs::write(dir.path().join("fleet.yaml"), yaml).unwrap();
         let slurm = RestDriver::new(RestConfig::new(
-            var("DROVER_SLURM_REST_URL"),
-            var("DROVER_SLURM_USER"),
-            drover::credentials::Secret::new(var("DROVER_SLURM_TOKEN")),
+            testbed_var("DROVER_SLURM_REST_URL"),
+            testbed_var("DROVER_SLURM_USER"),
+            drover::credentials::Secret::new(testbed_var("DROVER_SLURM_TOKEN")),
         ))
         .unwrap();
         Self {
@@ -421,7 +420,7 @@ impl Drop for World {
         for def in &self.sets {
             let _ = crate::support::slurm_bed::tool("scancel")
                 .args(["--name", &format!("drover-{}-{}", self.fleet, def.name)])
-                .env("SLURM_CONF", var("DROVER_SLURM_CONF"))
+                .env("SLURM_CONF", testbed_var("DROVER_SLURM_CONF"))
                 .status();
         }
     }

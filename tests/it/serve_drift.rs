@@ -14,6 +14,7 @@
 //!
 //! Needs the Slurm test bed (`scripts/slurm-testbed.sh up`, `eval "$(… env)"`).
 
+use crate::support::testbed_var;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,15 +33,6 @@ const NS: &str = "runners";
 const ISSUES_REPO: &str = "acme/fleet-ops";
 const PAT: &str = "drift-test-token";
 const LONG: Duration = Duration::from_secs(60);
-
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run `scripts/slurm-testbed.sh up` and \
-             `eval \"$(scripts/slurm-testbed.sh env)\"` first (these tests need the real Slurm test bed)"
-        )
-    })
-}
 
 /// One test's world: fleet directory, Kubernetes and GitHub emulators, Slurm settings.
 /// Cancels the fleet's Slurm jobs when dropped.
@@ -66,7 +58,11 @@ impl World {
         .await;
         let kubeconfig = tmp.path().join("kubeconfig");
         std::fs::write(&kubeconfig, emu.kubeconfig_yaml(CONTEXT)).unwrap();
-        std::fs::write(tmp.path().join("slurm.jwt"), var("DROVER_SLURM_TOKEN")).unwrap();
+        std::fs::write(
+            tmp.path().join("slurm.jwt"),
+            testbed_var("DROVER_SLURM_TOKEN"),
+        )
+        .unwrap();
         std::fs::write(tmp.path().join("gh-token"), PAT).unwrap();
         let scratch = tmp.path().join("scratch");
         std::fs::create_dir(&scratch).unwrap();
@@ -82,7 +78,7 @@ impl World {
             dir,
             tmp,
             kubeconfig,
-            slurm_conf: var("DROVER_SLURM_CONF"),
+            slurm_conf: testbed_var("DROVER_SLURM_CONF"),
         };
         world.write_fleet(drift);
         world

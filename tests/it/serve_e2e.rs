@@ -12,6 +12,7 @@
 //! Needs the Slurm test bed (`scripts/slurm-testbed.sh up`, `eval "$(… env)"`); every
 //! fleet has a unique name and its jobs are cancelled when the test ends.
 
+use crate::support::testbed_var;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,15 +33,6 @@ const NS: &str = "runners";
 const GIT_TOKEN: &str = "git-token-e2e";
 const LONG: Duration = Duration::from_secs(60);
 
-fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run `scripts/slurm-testbed.sh up` and \
-             `eval \"$(scripts/slurm-testbed.sh env)\"` first (these tests need the real Slurm test bed)"
-        )
-    })
-}
-
 /// One test's world: git fixture, emulator, Slurm settings, temp files. Cancels the
 /// fleet's Slurm jobs when dropped.
 struct World {
@@ -59,7 +51,7 @@ impl World {
         let kubeconfig = tmp.path().join("kubeconfig");
         std::fs::write(&kubeconfig, emu.kubeconfig_yaml(CONTEXT)).unwrap();
         let token = tmp.path().join("slurm.jwt");
-        std::fs::write(&token, var("DROVER_SLURM_TOKEN")).unwrap();
+        std::fs::write(&token, testbed_var("DROVER_SLURM_TOKEN")).unwrap();
         let scratch = tmp.path().join("scratch");
         std::fs::create_dir(&scratch).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -71,7 +63,7 @@ impl World {
             emu,
             tmp,
             kubeconfig,
-            slurm_conf: var("DROVER_SLURM_CONF"),
+            slurm_conf: testbed_var("DROVER_SLURM_CONF"),
         };
         world.push(&world.fleet("2.321.0"), "first fleet");
         world

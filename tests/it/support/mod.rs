@@ -12,6 +12,17 @@ pub mod kube_emulator;
 pub mod kubelet;
 pub mod registry;
 
+/// A Slurm test-bed setting from the environment (`DROVER_SLURM_*`); fails loudly, saying
+/// how to bring the bed up, when it is missing: these tests need the real Slurm test bed.
+pub fn testbed_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run `scripts/slurm-testbed.sh up` and \
+             `eval \"$(scripts/slurm-testbed.sh env)\"` first (scripts/test.sh does)"
+        )
+    })
+}
+
 /// The stand-in runner binary, built by `scripts/test.sh` (`cargo build --example
 /// fake_runner`) before the tests run. A test must not run cargo itself: under the test
 /// runner's environment that rebuilds dependencies.
