@@ -55,6 +55,7 @@ pub async fn plan(
     only: Option<&str>,
 ) -> Result<Plan, ReconcileError> {
     let sites = select(repo, only)?;
+    crate::sites::kubernetes::identity::learn(repo, options).await;
     let mut runs = Vec::new();
     for site in sites {
         runs.push(plan_one(repo, site, options));
@@ -93,6 +94,7 @@ pub async fn apply(
     only: Option<&str>,
 ) -> Result<(Plan, Vec<ApplyReport>), ReconcileError> {
     let sites = select(repo, only)?;
+    crate::sites::kubernetes::identity::learn(repo, options).await;
     let mut runs = Vec::new();
     for site in sites {
         runs.push(apply_one(repo, site, options));

@@ -228,6 +228,12 @@ pub struct KubernetesSite {
     /// actions-runner-controller on this cluster (for `engine: arc` runner sets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arc: Option<ArcSite>,
+    /// This site shares its cluster with other sites of the fleet (each in its own
+    /// namespace). Without it, a site whose cluster (the UID of its `kube-system`
+    /// Namespace) another site of the fleet also reaches is refused before anything is
+    /// planned or written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_cluster: bool,
 }
 
 /// The actions-runner-controller (gha-runner-scale-set-controller) a site runs.

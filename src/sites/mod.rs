@@ -133,6 +133,10 @@ pub struct RunOptions {
     /// `drover serve`'s per-site Kubernetes clients and runner Pod watches (see
     /// [`kubernetes::site_cache`]); `None` in one-shot commands, which connect and list.
     pub site_cache: Option<Arc<kubernetes::site_cache::SiteCache>>,
+    /// The cluster identities the Kubernetes sites reached (one book per CLI run, one per
+    /// process in `drover serve`): a site whose cluster another site of the fleet also
+    /// reaches is refused (see [`kubernetes::identity`]).
+    pub cluster_claims: Arc<kubernetes::identity::Claims>,
 }
 
 /// Default of [`RunOptions::runner_start_deadline`]: ten minutes.

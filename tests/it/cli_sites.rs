@@ -320,3 +320,88 @@ async fn drift_reports_jobs_no_runner_set_can_serve() {
         "{out}"
     );
 }
+
+/// Two sites whose contexts reach one cluster (the emulator): `a` in `ci-a`, `b` in `ci-b`;
+/// `shared` lists the sites that set `sharedCluster: true`.
+fn two_sites_on_one_cluster(shared: &[&str]) -> String {
+    let site = |name: &str| {
+        let flag = if shared.contains(&name) {
+            "\n    sharedCluster: true"
+        } else {
+            ""
+        };
+        format!(
+            "---\napiVersion: drover.dev/v1alpha1\nkind: Site\nmetadata:\n  name: {name}\nspec:\n  \
+             kubernetes:\n    context: ctx-{name}\n    namespace: ci-{name}{flag}\n---\n\
+             apiVersion: drover.dev/v1alpha1\nkind: NodePool\nmetadata:\n  name: cpu-{name}\n\
+             spec:\n  site: {name}\n  kubernetes:\n    nodeSelector: {{pool: cpu}}\n"
+        )
+    };
+    let header = FLEET
+        .split("---\napiVersion: drover.dev/v1alpha1\nkind: Site")
+        .next()
+        .unwrap();
+    format!("{header}{}{}", site("a"), site("b")).replace("---\n---\n", "---\n")
+}
+
+/// A kubeconfig with contexts `ctx-a` and `ctx-b`, both reaching `emu`.
+fn two_contexts(emu: &KubeEmulator, path: &Path) {
+    let yaml = emu.kubeconfig_yaml("ctx-a").replace(
+        "contexts:\n",
+        "contexts:\n- name: ctx-b\n  context:\n    cluster: kube-emulator\n    user: kube-emulator-user\n",
+    );
+    std::fs::write(path, yaml).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sites_that_reach_one_cluster_are_refused_unless_they_opt_in() {
+    let emu = KubeEmulator::start().await;
+    let (_tmp, dir, kubeconfig) = fleet_dir(&two_sites_on_one_cluster(&[]));
+    two_contexts(&emu, &kubeconfig);
+    let uid = emu
+        .get_object("v1", "Namespace", None, "kube-system")
+        .unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Neither opts in: both are refused, in plan and apply, and nothing is written.
+    let plan = drover(args("plan", &dir, &kubeconfig, &["--format", "json"])).await;
+    assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    for (site, other) in [("a", "b"), ("b", "a")] {
+        let found = plan["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == site)
+            .unwrap();
+        let error = found["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&uid) && error.contains(&format!("site(s) {other};")),
+            "{site}: {error}"
+        );
+    }
+    // One site alone is refused too: the other site's cluster is read first.
+    let only = drover(args("apply", &dir, &kubeconfig, &["--yes", "--site", "a"])).await;
+    assert_ne!(only.status.code(), Some(0), "{}", text(&only));
+    assert!(text(&only).contains("sharedCluster"), "{}", text(&only));
+    assert_eq!(emu.write_count(), 0, "a refused site gets no write");
+
+    // Only `a` opts in: `a` applies, `b` is still refused.
+    std::fs::write(dir.join("fleet.yaml"), two_sites_on_one_cluster(&["a"])).unwrap();
+    let apply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
+    assert_ne!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(emu.get_object("v1", "Namespace", None, "ci-a").is_some());
+    assert!(emu.get_object("v1", "Namespace", None, "ci-b").is_none());
+
+    // Both opt in: both apply.
+    std::fs::write(
+        dir.join("fleet.yaml"),
+        two_sites_on_one_cluster(&["a", "b"]),
+    )
+    .unwrap();
+    let apply = drover(args("apply", &dir, &kubeconfig, &["--yes"])).await;
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(emu.get_object("v1", "Namespace", None, "ci-b").is_some());
+}

@@ -72,6 +72,7 @@ fn kubernetes_site() -> impl Strategy<Value = KubernetesSite> {
                         crds,
                     },
                     arc: None,
+                    shared_cluster: in_cluster,
                 }
             },
         )

@@ -14,6 +14,7 @@
 pub(crate) mod apply;
 pub(crate) mod checks;
 pub mod client;
+pub mod identity;
 pub mod kinds;
 pub(crate) mod normalize;
 pub mod observe;
@@ -96,6 +97,7 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
     .map_err(|e| failed(ctx, e.to_string()))?;
     let timeout = client::site_timeout(ctx);
     let retry = client::RetryPolicy::default();
+    let identity = claim_cluster(ctx, &client, timeout, retry).await?;
     let fleet = ctx.fleet_name().to_string();
     let runners_only = ctx.options.runners_only;
     // The whole observation is bounded too: retries inside it must not outlive the site.
@@ -165,6 +167,7 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         Some(p) => p.plan.clone(),
         None => SitePlan::new(ctx.name(), SiteKind::Kubernetes, policy(ctx)),
     };
+    plan.findings.extend(identity);
     plan.changes.extend(runner_plan.changes());
     plan.findings.extend(runner_plan.findings.iter().cloned());
     plan.live_runners = pods
@@ -180,6 +183,65 @@ async fn prepare(ctx: &SiteContext<'_>) -> Result<Prepared, SitePlan> {
         rendered,
         client,
     })
+}
+
+/// Reads (or, in a runners-only round, recalls) the identity of the cluster the site
+/// reaches, records it, and refuses the site when another site of the fleet reaches the
+/// same cluster and this one does not opt in (`sharedCluster`). An identity that cannot be
+/// read is a warning finding: the check could not run, and nothing is refused for it.
+async fn claim_cluster(
+    ctx: &SiteContext<'_>,
+    client: &kube::Client,
+    timeout: std::time::Duration,
+    retry: client::RetryPolicy,
+) -> Result<Option<crate::plan::Finding>, SitePlan> {
+    let claims = &ctx.options.cluster_claims;
+    if ctx.options.runners_only {
+        // The autoscaler's fast path makes no extra request: it checks what the site's
+        // last full round recorded, if anything.
+        if let Some(id) = claims.known(ctx.name()) {
+            claims
+                .check(ctx.repo, ctx.name(), &id)
+                .map_err(|refused| failed(ctx, refused.to_string()))?;
+        }
+        return Ok(None);
+    }
+    let (id, finding) = match claims.fresh(ctx.name()) {
+        Some(id) => (Some(id), None),
+        None => {
+            let read = identity::read(client, timeout, retry).await;
+            let (id, finding) = match read {
+                Ok(Some(id)) => (Some(id), None),
+                Ok(None) => (
+                    None,
+                    Some(unknown_identity(
+                        "the cluster has no kube-system Namespace UID",
+                    )),
+                ),
+                Err(e) => (None, Some(unknown_identity(&e.to_string()))),
+            };
+            claims.record(ctx.name(), id.clone());
+            (id, finding)
+        }
+    };
+    if let Some(id) = &id {
+        claims
+            .check(ctx.repo, ctx.name(), id)
+            .map_err(|refused| failed(ctx, refused.to_string()))?;
+    }
+    Ok(finding)
+}
+
+fn unknown_identity(why: &str) -> crate::plan::Finding {
+    crate::plan::Finding::new(
+        crate::plan::FindingSeverity::Warning,
+        "cluster-identity-unknown",
+        identity::IDENTITY_NAMESPACE,
+        format!(
+            "the cluster's identity could not be read, so drover cannot tell whether another \
+             site of the fleet reaches the same cluster: {why}"
+        ),
+    )
 }
 
 /// Observes and plans the site. Never panics; a site that cannot be observed gets a
