@@ -27,8 +27,8 @@ use drover::sites::slurm::rest::{RestConfig, RestDriver};
 use drover::sites::slurm::{JobState, SlurmDriver};
 use serde_json::json;
 
-const PAT: &str = "ghp_autoscale_test_token";
-const LONG: Duration = Duration::from_secs(120);
+pub(crate) const PAT: &str = "ghp_autoscale_test_token";
+pub(crate) const LONG: Duration = Duration::from_secs(120);
 
 fn suffix() -> String {
     let n = SystemTime::now()
@@ -46,21 +46,22 @@ fn set_mode(path: &Path, mode: u32) {
 
 /// A JIT runner set of the test fleet.
 #[derive(Clone)]
-struct SetDef {
-    name: &'static str,
+pub(crate) struct SetDef {
+    pub(crate) name: &'static str,
     /// `bed` (the real Slurm) or `lab` (the Kubernetes emulator).
-    site: &'static str,
+    pub(crate) site: &'static str,
     /// Labels besides `self-hosted`; `{fleet}` is replaced by the fleet name.
-    labels: &'static [&'static str],
-    pool: &'static str,
-    min: u32,
-    max: u32,
-    gpus: u32,
-    /// How long the stand-in runner works on a job.
-    work_ms: u64,
+    pub(crate) labels: &'static [&'static str],
+    pub(crate) pool: &'static str,
+    pub(crate) min: u32,
+    pub(crate) max: u32,
+    pub(crate) gpus: u32,
+    /// How long the stand-in runner works on a job (on the Kubernetes site: the longest of
+    /// its sets', for every runner Pod).
+    pub(crate) work_ms: u64,
 }
 
-const fn cpu_set(max: u32) -> SetDef {
+pub(crate) const fn cpu_set(max: u32) -> SetDef {
     SetDef {
         name: "slurmcpu",
         site: "bed",
@@ -74,24 +75,24 @@ const fn cpu_set(max: u32) -> SetDef {
 }
 
 /// A fleet with one Slurm site (the test bed, over REST) and JIT runner sets.
-struct World {
-    fleet: String,
-    set: String,
-    label: String,
-    sets: Vec<SetDef>,
-    dir: tempfile::TempDir,
-    _runner_dir: tempfile::TempDir,
-    _scratch: tempfile::TempDir,
-    emu: GithubEmulator,
-    slurm: RestDriver,
-    kube: Option<Kube>,
+pub(crate) struct World {
+    pub(crate) fleet: String,
+    pub(crate) set: String,
+    pub(crate) label: String,
+    pub(crate) sets: Vec<SetDef>,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) _runner_dir: tempfile::TempDir,
+    pub(crate) _scratch: tempfile::TempDir,
+    pub(crate) emu: GithubEmulator,
+    pub(crate) slurm: RestDriver,
+    pub(crate) kube: Option<Kube>,
 }
 
 /// The Kubernetes site: the API emulator, its kubeconfig and a kubelet running runners.
-struct Kube {
-    emu: KubeEmulator,
-    kubeconfig: PathBuf,
-    kubelet: Kubelet,
+pub(crate) struct Kube {
+    pub(crate) emu: KubeEmulator,
+    pub(crate) kubeconfig: PathBuf,
+    pub(crate) kubelet: Kubelet,
 }
 
 const KUBE_SITE: &str = r#"---
@@ -111,7 +112,8 @@ spec:
 "#;
 
 impl Kube {
-    async fn start(dir: &Path) -> Kube {
+    /// Starts the emulator and a kubelet whose runners work `work_ms` on a job.
+    async fn start(dir: &Path, work_ms: u64) -> Kube {
         let emu = KubeEmulator::start().await;
         emu.add_node(NodeBuilder::new("cpu-1").label("pool", "cpu"));
         let kubeconfig = dir.join("kubeconfig");
@@ -119,9 +121,12 @@ impl Kube {
         let kubelet = Kubelet::start(
             emu.client().await,
             fake_runner(),
-            ["--work-ms", "300", "--wait-secs", "60"]
-                .map(String::from)
-                .to_vec(),
+            vec![
+                "--work-ms".into(),
+                work_ms.to_string(),
+                "--wait-secs".into(),
+                "60".into(),
+            ],
         );
         Kube {
             emu,
@@ -131,7 +136,7 @@ impl Kube {
     }
 
     /// Runner Pods of a set that are not finished.
-    fn live_pods(&self, set: &str) -> usize {
+    pub(crate) fn live_pods(&self, set: &str) -> usize {
         self.emu
             .list_objects("v1", "Pod", Some("runners"))
             .iter()
@@ -198,7 +203,7 @@ impl World {
         Self::with(&[cpu_set(max)]).await
     }
 
-    async fn with(sets: &[SetDef]) -> Self {
+    pub(crate) async fn with(sets: &[SetDef]) -> Self {
         let emu = GithubEmulator::start(Config {
             pat: Some(PAT.into()),
             ..Config::default()
@@ -263,7 +268,13 @@ spec:
         );
         let kube = if sets.iter().any(|d| d.site == "lab") {
             yaml.push_str(KUBE_SITE);
-            Some(Kube::start(dir.path()).await)
+            let work_ms = sets
+                .iter()
+                .filter(|d| d.site == "lab")
+                .map(|d| d.work_ms)
+                .max()
+                .unwrap_or(300);
+            Some(Kube::start(dir.path(), work_ms).await)
         } else {
             None
         };
@@ -314,7 +325,7 @@ spec:
     }
 
     /// Queues a job with these labels (`{fleet}` replaced) and delivers `queued` to `hook`.
-    async fn queue(&self, hook: Option<&str>, repo: &str, labels: &[&str]) -> u64 {
+    pub(crate) async fn queue(&self, hook: Option<&str>, repo: &str, labels: &[&str]) -> u64 {
         let labels = self.labels(labels);
         let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
         let job = self.emu.queue_job(repo, &refs);
@@ -327,13 +338,28 @@ spec:
         job
     }
 
-    async fn serve(&self, poll: Duration, repositories: &[&str]) -> Running {
+    pub(crate) async fn serve(&self, poll: Duration, repositories: &[&str]) -> Running {
+        let source = Box::new(LocalDir(self.dir.path().to_path_buf()));
+        self.serve_from(source, poll, repositories, Duration::from_secs(3600))
+            .await
+    }
+
+    /// Starts `drover serve` on the fleet read from `source` (the world's fleet directory,
+    /// or a git remote that holds the same fleet).
+    pub(crate) async fn serve_from(
+        &self,
+        source: Box<dyn drover::serve::FleetSource>,
+        poll: Duration,
+        repositories: &[&str],
+        source_poll: Duration,
+    ) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let mut config = crate::serve_support::config(RunOptions {
             kubeconfig: self.kube.as_ref().map(|k| k.kubeconfig.clone()),
             ..RunOptions::default()
         });
+        config.poll_interval = source_poll;
         config.autoscale = Some(Settings {
             jit_url: Some(format!("{base}/jit")),
             repositories: repositories.iter().map(|r| r.to_string()).collect(),
@@ -341,24 +367,19 @@ spec:
             refresh_interval: Duration::from_secs(1),
             ..Settings::default()
         });
-        let svc = crate::serve_support::start_on(
-            listener,
-            config,
-            Box::new(LocalDir(self.dir.path().to_path_buf())),
-        )
-        .await;
+        let svc = crate::serve_support::start_on(listener, config, source).await;
         svc.wait_for("the first reconcile", LONG, |s| s["ready"] == true)
             .await;
         svc
     }
 
     /// drover's live runner jobs of this fleet (pending or running).
-    async fn live_jobs(&self) -> Vec<u64> {
+    pub(crate) async fn live_jobs(&self) -> Vec<u64> {
         self.live_jobs_of("").await
     }
 
     /// Live runner jobs of runner sets whose name starts with `set`.
-    async fn live_jobs_of(&self, set: &str) -> Vec<u64> {
+    pub(crate) async fn live_jobs_of(&self, set: &str) -> Vec<u64> {
         let prefix = format!("drover-{}-{set}", self.fleet);
         self.slurm
             .jobs()
@@ -371,7 +392,7 @@ spec:
             .collect()
     }
 
-    fn completed(&self, jobs: &[u64]) -> usize {
+    pub(crate) fn completed(&self, jobs: &[u64]) -> usize {
         jobs.iter()
             .filter(|id| self.emu.job(**id).status == JobStatus::Completed)
             .count()
@@ -426,7 +447,7 @@ impl Drop for World {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -509,7 +530,7 @@ async fn missed_webhooks_are_repaired_by_polling() {
 }
 
 /// The runner that ran a job, by name.
-fn runner_of(world: &World, job: u64) -> String {
+pub(crate) fn runner_of(world: &World, job: u64) -> String {
     world.emu.job(job).runner.expect("a runner took the job").1
 }
 

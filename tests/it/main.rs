@@ -8,6 +8,7 @@ mod support;
 mod autoscale;
 mod autoscale_props;
 mod cli_sites;
+mod faults;
 mod fleet_validation;
 mod fuzz_props;
 mod git_source;

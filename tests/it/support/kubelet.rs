@@ -51,12 +51,23 @@ struct Started {
     namespace: String,
     name: String,
     child: tokio::process::Child,
+    /// The `Running` status reached the API server (retried every tick until it does, as a
+    /// kubelet retries its status updates while the API server fails).
+    reported: bool,
+}
+
+/// A Pod whose process exited, until its final status reached the API server.
+struct Exited {
+    namespace: String,
+    name: String,
+    code: i32,
 }
 
 async fn run(client: kube::Client, runner: PathBuf, args: Vec<String>, hold: Arc<AtomicBool>) {
     let all: Api<Pod> = Api::all(client.clone());
     // By uid: the processes this node runs.
     let mut started: BTreeMap<String, Started> = BTreeMap::new();
+    let mut exited: BTreeMap<String, Exited> = BTreeMap::new();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let Ok(list) = all.list(&ListParams::default()).await else {
@@ -78,7 +89,7 @@ async fn run(client: kube::Client, runner: PathBuf, args: Vec<String>, hold: Arc
                 let _ = s.child.kill().await;
             }
         }
-        // Exited processes: the Pod is finished.
+        // Exited processes: the Pod is finished (reported until the API server takes it).
         let mut finished = Vec::new();
         for (uid, s) in started.iter_mut() {
             if let Ok(Some(status)) = s.child.try_wait() {
@@ -87,16 +98,34 @@ async fn run(client: kube::Client, runner: PathBuf, args: Vec<String>, hold: Arc
         }
         for (uid, code) in finished {
             let s = started.remove(&uid).expect("listed");
-            let phase = if code == 0 { "Succeeded" } else { "Failed" };
-            let reason = if code == 0 { "Completed" } else { "Error" };
-            set_status(
-                &client,
-                &s.namespace,
-                &s.name,
-                phase,
-                json!({"terminated": {"exitCode": code, "reason": reason}}),
-            )
-            .await;
+            exited.insert(
+                uid,
+                Exited {
+                    namespace: s.namespace,
+                    name: s.name,
+                    code,
+                },
+            );
+        }
+        let mut reported = Vec::new();
+        for (uid, e) in &exited {
+            let (phase, reason) = if e.code == 0 {
+                ("Succeeded", "Completed")
+            } else {
+                ("Failed", "Error")
+            };
+            let state = json!({"terminated": {"exitCode": e.code, "reason": reason}});
+            if !live.contains_key(uid)
+                || set_status(&client, &e.namespace, &e.name, phase, state).await
+            {
+                reported.push(uid.clone());
+            }
+        }
+        for uid in reported {
+            exited.remove(&uid);
+        }
+        for s in started.values_mut().filter(|s| !s.reported) {
+            s.reported = set_status(&client, &s.namespace, &s.name, "Running", running()).await;
         }
         if hold.load(Ordering::SeqCst) {
             continue;
@@ -104,6 +133,7 @@ async fn run(client: kube::Client, runner: PathBuf, args: Vec<String>, hold: Arc
         for (uid, pod) in live {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             if started.contains_key(&uid)
+                || exited.contains_key(&uid)
                 || phase != Some("Pending")
                 || pod.metadata.deletion_timestamp.is_some()
             {
@@ -142,20 +172,14 @@ async fn run(client: kube::Client, runner: PathBuf, args: Vec<String>, hold: Arc
                 .kill_on_drop(true)
                 .spawn()
                 .expect("start the stand-in runner");
-            set_status(
-                &client,
-                &ns,
-                &name,
-                "Running",
-                json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
-            )
-            .await;
+            let reported = set_status(&client, &ns, &name, "Running", running()).await;
             started.insert(
                 uid,
                 Started {
                     namespace: ns,
                     name,
                     child,
+                    reported,
                 },
             );
         }
@@ -171,7 +195,19 @@ fn jit_ref(pod: &Pod) -> Option<(String, String)> {
     Some((r.name.clone(), r.key.clone()))
 }
 
-async fn set_status(client: &kube::Client, ns: &str, name: &str, phase: &str, state: Value) {
+fn running() -> Value {
+    json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+}
+
+/// Sets a Pod's phase and its runner container's state; `false` when the API server
+/// refused or failed.
+async fn set_status(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    phase: &str,
+    state: Value,
+) -> bool {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let patch = json!({"status": {
         "phase": phase,
@@ -180,7 +216,7 @@ async fn set_status(client: &kube::Client, ns: &str, name: &str, phase: &str, st
             "ready": phase == "Running", "started": phase == "Running", "state": state,
         }],
     }});
-    let _ = api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .is_ok()
 }

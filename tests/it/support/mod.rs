@@ -10,6 +10,7 @@ pub mod git_server;
 pub mod github_emulator;
 pub mod kube_emulator;
 pub mod kubelet;
+pub mod outage;
 pub mod registry;
 
 /// A Slurm test-bed setting from the environment (`DROVER_SLURM_*`); fails loudly, saying

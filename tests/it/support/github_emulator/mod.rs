@@ -414,6 +414,11 @@ impl GithubEmulator {
         self.with(|s| s.faults.extend(std::iter::repeat_n(fault, times)));
     }
 
+    /// Injected faults not yet answered.
+    pub fn pending_faults(&self) -> usize {
+        self.with(|s| s.faults.len())
+    }
+
     /// Every REST request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.with(|s| s.seen.clone())
